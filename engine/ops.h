@@ -1,0 +1,40 @@
+// The op API: typed wrappers over the registry (engine/op.h). Every function runs
+// on the inputs' device and is differentiable unless stated. Shapes are row-major;
+// "..." means any leading dimensions (total rank <= 4).
+#pragma once
+#include "engine/op.h"
+
+namespace engine::ops {
+
+// C = op(A) @ op(B), op = optional transpose of the last two dims.
+// A [..., M, K] (or [..., K, M] if transpose_a); B [..., K, N] (or [..., N, K]).
+// B may be 2-D and is then shared by every batch of A (x @ W^T with W [N, K]).
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false, bool transpose_b = false);
+Tensor add(const Tensor& a, const Tensor& b);   // same shapes
+Tensor mul(const Tensor& a, const Tensor& b);   // same shapes, elementwise
+Tensor scale(const Tensor& x, float factor);    // x * factor
+Tensor sum(const Tensor& x);                    // all elements -> shape []
+Tensor mean(const Tensor& x);                   // all elements -> shape []
+Tensor reshape(const Tensor& x, const Shape& shape);  // a free view; gradient reshaped back
+
+// y = w * x / sqrt(mean(x^2 over the last dim) + eps). x [..., D], w [D].
+Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps);
+// Rotate-half rotary embedding of x [B, T, H, Dh] at positions position_offset + t.
+Tensor rope(const Tensor& x, const RopeConfig& config, int64_t position_offset = 0);
+Tensor silu(const Tensor& x);                         // x * sigmoid(x)
+Tensor swiglu(const Tensor& gate, const Tensor& up);  // silu(gate) * up
+Tensor softmax(const Tensor& x);                      // over the last dim
+// Causal grouped-query attention. q [B, T, Hq, D]; k, v [B, T, Hkv, D]; Hq % Hkv == 0;
+// query head h reads KV head h / (Hq / Hkv). scale 0 means 1/sqrt(D). Out [B, T, Hq, D].
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale = 0.0f);
+// table [V, D] rows gathered by ids (i32, any shape S) -> [S..., D]. Gradient to table only.
+Tensor embedding(const Tensor& ids, const Tensor& table);
+// Mean over counted rows of -log softmax(logits)[target]. logits [N, V], targets i32 [N];
+// rows whose target is ignore_index are not counted; no counted row gives loss 0.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int ignore_index = -100);
+// Inverted dropout: element i kept iff philox_uniform(seed, offset, i) >= p, then
+// scaled by 1/(1-p). The mask is a pure function of (seed, offset), so a recompute
+// reproduces it exactly.
+Tensor dropout(const Tensor& x, float p, uint64_t seed, uint64_t offset);
+
+}  // namespace engine::ops
