@@ -1,1 +1,153 @@
+// CPU reference: causal grouped-query attention.
+//
+//   q [B, T, Hq, D], k and v [B, T, Hkv, D] (token-major, as x @ W^T reshapes them),
+//   Hq % Hkv == 0, query head h reads KV head g = h / (Hq / Hkv).
+//   scale = attrs.scale, or 1/sqrt(D) when attrs.scale == 0.
+//   Per (b, h), with rows i (queries) and columns j (keys), only j <= i:
+//     S_ij = scale * q_i . k_j
+//     P_ij = exp(S_ij - L_i),  L_i = log sum_j exp(S_ij)   (max-subtracted)
+//     O_i  = sum_j P_ij v_j                                 out [B, T, Hq, D]
+//
+// Saved for backward: q, k, v, O and the per-row log-sum-exp L [B, Hq, T], as flash
+// attention does; P is recomputed from q, k and L instead of being stored (T^2 per head).
+//
+// Backward, with dO the output gradient and Delta_i = sum_d dO_id O_id = sum_j P_ij dP_ij:
+//   dV_j  = sum_i P_ij dO_i                 (O = P V)
+//   dP_ij = dO_i . v_j
+//   dS_ij = P_ij (dP_ij - Delta_i)          (softmax Jacobian: diag(p) - p p^T)
+//   dQ_i  = scale sum_j dS_ij k_j,   dK_j = scale sum_i dS_ij q_i
+// A KV head's dK and dV sum over the Hq / Hkv query heads that read it. Dot products
+// and gradient sums accumulate in double, in a fixed loop order (deterministic).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 #include "engine/cpu/ops.h"
+
+namespace engine::cpu {
+
+namespace {
+
+struct AttnDims {
+  int64_t b, t, hq, hkv, d;
+  int64_t group() const { return hq / hkv; }
+  // Element offsets into token-major [B, T, H, D] buffers.
+  int64_t q_at(int64_t bi, int64_t ti, int64_t h) const { return ((bi * t + ti) * hq + h) * d; }
+  int64_t kv_at(int64_t bi, int64_t ti, int64_t g) const { return ((bi * t + ti) * hkv + g) * d; }
+  int64_t lse_at(int64_t bi, int64_t h, int64_t ti) const { return (bi * hq + h) * t + ti; }
+};
+
+AttnDims attention_dims(const Tensor& q, const Tensor& k, const Tensor& v) {
+  require_f32(q, "attention", "q");
+  require_f32(k, "attention", "k");
+  require_f32(v, "attention", "v");
+  ENGINE_CHECK(q.rank() == 4 && k.rank() == 4 && v.rank() == 4,
+               "attention: q, k, v must be [B, T, H, D], got ", q.shape().str(), ", ",
+               k.shape().str(), ", ", v.shape().str());
+  ENGINE_CHECK(k.shape() == v.shape(), "attention: k ", k.shape().str(), " and v ",
+               v.shape().str(), " differ");
+  ENGINE_CHECK(q.dim(0) == k.dim(0) && q.dim(1) == k.dim(1) && q.dim(3) == k.dim(3),
+               "attention: q ", q.shape().str(), " and k ", k.shape().str(),
+               " differ in batch, tokens or head dim");
+  AttnDims s{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
+  ENGINE_CHECK(s.hkv > 0 && s.hq % s.hkv == 0, "attention: ", s.hq,
+               " query heads are not a multiple of ", s.hkv, " KV heads");
+  return s;
+}
+
+float softmax_scale(const OpAttrs& attrs, int64_t d) {
+  return attrs.scale != 0.0f ? attrs.scale : static_cast<float>(1.0 / std::sqrt(double(d)));
+}
+
+double dot(const float* x, const float* y, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * y[i];
+  return s;
+}
+
+}  // namespace
+
+std::vector<Tensor> attention_forward(OpContext& ctx, const std::vector<Tensor>& in) {
+  const Tensor &q = in[0], &k = in[1], &v = in[2];
+  const AttnDims s = attention_dims(q, k, v);
+  const double scale = softmax_scale(ctx.attrs, s.d);
+  Tensor out = Tensor::empty(q.shape());
+  Tensor lse = Tensor::empty(Shape{s.b, s.hq, s.t});
+  const float *qp = q.data<float>(), *kp = k.data<float>(), *vp = v.data<float>();
+  float *op = out.data<float>(), *lp = lse.data<float>();
+
+  std::vector<double> scores(static_cast<size_t>(s.t)), acc(static_cast<size_t>(s.d));
+  for (int64_t b = 0; b < s.b; ++b)
+    for (int64_t h = 0; h < s.hq; ++h) {
+      const int64_t g = h / s.group();
+      for (int64_t i = 0; i < s.t; ++i) {
+        const float* qi = qp + s.q_at(b, i, h);
+        double m = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j <= i; ++j) {  // causal: keys up to and including i
+          scores[j] = scale * dot(qi, kp + s.kv_at(b, j, g), s.d);
+          m = std::max(m, scores[j]);
+        }
+        double denom = 0;
+        for (int64_t j = 0; j <= i; ++j) denom += std::exp(scores[j] - m);
+        const double l = m + std::log(denom);
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t j = 0; j <= i; ++j) {
+          const double p = std::exp(scores[j] - l);
+          const float* vj = vp + s.kv_at(b, j, g);
+          for (int64_t e = 0; e < s.d; ++e) acc[e] += p * vj[e];
+        }
+        float* oi = op + s.q_at(b, i, h);
+        for (int64_t e = 0; e < s.d; ++e) oi[e] = static_cast<float>(acc[e]);
+        lp[s.lse_at(b, h, i)] = static_cast<float>(l);
+      }
+    }
+  ctx.save({q, k, v, out, lse});
+  return {out};
+}
+
+std::vector<Tensor> attention_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
+  const Tensor &q = ctx.saved[0], &k = ctx.saved[1], &v = ctx.saved[2];
+  const Tensor &out = ctx.saved[3], &lse = ctx.saved[4];
+  const AttnDims s = attention_dims(q, k, v);
+  const double scale = softmax_scale(ctx.attrs, s.d);
+  const Tensor go = grad_or_zeros(grad_out[0], q.shape());
+  ENGINE_CHECK(go.shape() == q.shape(), "attention: output gradient ", go.shape().str(),
+               " does not match output ", q.shape().str());
+  const float *qp = q.data<float>(), *kp = k.data<float>(), *vp = v.data<float>();
+  const float *op = out.data<float>(), *lp = lse.data<float>(), *gp = go.data<float>();
+
+  // Double accumulators: dK, dV collect T * group terms per element.
+  std::vector<double> dq(static_cast<size_t>(q.numel()), 0.0);
+  std::vector<double> dk(static_cast<size_t>(k.numel()), 0.0);
+  std::vector<double> dv(static_cast<size_t>(v.numel()), 0.0);
+  for (int64_t b = 0; b < s.b; ++b)
+    for (int64_t h = 0; h < s.hq; ++h) {
+      const int64_t g = h / s.group();
+      for (int64_t i = 0; i < s.t; ++i) {
+        const float* qi = qp + s.q_at(b, i, h);
+        const float* doi = gp + s.q_at(b, i, h);
+        const double l = lp[s.lse_at(b, h, i)];
+        const double delta = dot(doi, op + s.q_at(b, i, h), s.d);
+        for (int64_t j = 0; j <= i; ++j) {
+          const float* kj = kp + s.kv_at(b, j, g);
+          const float* vj = vp + s.kv_at(b, j, g);
+          const double p = std::exp(scale * dot(qi, kj, s.d) - l);  // recomputed P_ij
+          const double ds = p * (dot(doi, vj, s.d) - delta);
+          for (int64_t e = 0; e < s.d; ++e) {
+            dv[s.kv_at(b, j, g) + e] += p * doi[e];
+            dq[s.q_at(b, i, h) + e] += scale * ds * kj[e];
+            dk[s.kv_at(b, j, g) + e] += scale * ds * qi[e];
+          }
+        }
+      }
+    }
+
+  auto to_tensor = [](const std::vector<double>& x, const Shape& shape) {
+    Tensor t = Tensor::empty(shape);
+    for (size_t i = 0; i < x.size(); ++i) t.data<float>()[i] = static_cast<float>(x[i]);
+    return t;
+  };
+  return {to_tensor(dq, q.shape()), to_tensor(dk, k.shape()), to_tensor(dv, v.shape())};
+}
+
+}  // namespace engine::cpu

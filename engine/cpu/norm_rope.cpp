@@ -1,1 +1,154 @@
+// CPU reference: RMSNorm and rotary position embedding.
+//
+// rms_norm, per row x of length D (the last dim), with r = 1/sqrt(mean(x^2) + eps):
+//   y_j  = w_j * (x_j * r)
+//   dx_k = r * w_k * g_k - r^3 * x_k / D * sum_j(g_j * w_j * x_j)
+//   dw_j = sum over rows of g_j * x_j * r
+// rope, x [B, T, H, Dh] at positions p = position_offset + t: each pair
+// (x[i], x[i + Dh/2]) rotates by p * inv_freq_i (kernels/math/rope.h). The Jacobian
+// of a rotation is the rotation, so the backward pass rotates the gradient by -angle.
+#include <cmath>
+#include <vector>
+
 #include "engine/cpu/ops.h"
+#include "kernels/math/rope.h"
+
+namespace engine::cpu {
+
+namespace {
+
+bool wants_grad(const OpContext& ctx, size_t i) {
+  return i >= ctx.needs_grad.size() || ctx.needs_grad[i];
+}
+
+kmath::RopeParams rope_params(const RopeConfig& c) {
+  kmath::RopeParams p;
+  p.theta = c.theta;
+  p.scaling_factor = c.scaling_factor;
+  p.low_freq_factor = c.low_freq_factor;
+  p.high_freq_factor = c.high_freq_factor;
+  p.original_max_position = c.original_max_position;
+  return p;
+}
+
+void check_rope(const Shape& s, const OpAttrs& a) {
+  ENGINE_CHECK(s.rank() == 4, "rope: x must be [B, T, H, Dh], got ", s.str());
+  ENGINE_CHECK(s[3] > 0 && s[3] % 2 == 0, "rope: head dim must be even and positive, got ",
+               s.str());
+  ENGINE_CHECK(a.position_offset >= 0, "rope: position_offset must be >= 0, got ",
+               a.position_offset);
+  const RopeConfig& c = a.rope;
+  ENGINE_CHECK(c.theta > 0.0f, "rope: theta must be positive, got ", c.theta);
+  if (c.scaling_factor > 0.0f)
+    ENGINE_CHECK(c.low_freq_factor > 0.0f && c.high_freq_factor > c.low_freq_factor &&
+                     c.original_max_position > 0.0f,
+                 "rope: llama3 scaling needs 0 < low_freq_factor < high_freq_factor and "
+                 "original_max_position > 0, got low ",
+                 c.low_freq_factor, ", high ", c.high_freq_factor, ", original ",
+                 c.original_max_position);
+}
+
+// out = x rotated by `sign` * angle (sign +1: forward, -1: inverse / backward).
+Tensor rotate(const Tensor& x, const OpAttrs& a, float sign) {
+  const Shape& s = x.shape();
+  const int64_t batch = s[0], seq = s[1], heads = s[2], dh = s[3], half = dh / 2;
+  kmath::RopeParams params = rope_params(a.rope);
+
+  // cos/sin depend only on (t, i): tabulate once, [T, Dh/2].
+  std::vector<float> cos_t(static_cast<size_t>(seq * half)), sin_t(cos_t.size());
+  for (int64_t i = 0; i < half; ++i) {
+    float inv_freq = kmath::rope_inv_freq(static_cast<int>(i), static_cast<int>(dh), params);
+    for (int64_t t = 0; t < seq; ++t) {
+      float angle = kmath::rope_angle(a.position_offset + t, inv_freq);
+      cos_t[static_cast<size_t>(t * half + i)] = std::cos(angle);
+      sin_t[static_cast<size_t>(t * half + i)] = sign * std::sin(angle);
+    }
+  }
+
+  Tensor out = Tensor::empty(s);
+  const float* xp = x.data<float>();
+  float* yp = out.data<float>();
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq; ++t)
+      for (int64_t h = 0; h < heads; ++h) {
+        int64_t base = ((b * seq + t) * heads + h) * dh;
+        for (int64_t i = 0; i < half; ++i) {
+          size_t k = static_cast<size_t>(t * half + i);
+          kmath::rope_rotate_pair(xp[base + i], xp[base + i + half], cos_t[k], sin_t[k],
+                                  &yp[base + i], &yp[base + i + half]);
+        }
+      }
+  return out;
+}
+
+}  // namespace
+
+std::vector<Tensor> rms_norm_forward(OpContext& ctx, const std::vector<Tensor>& in) {
+  const Tensor &x = in[0], &w = in[1];
+  require_f32(x, "rms_norm", "x");
+  require_f32(w, "rms_norm", "weight");
+  ENGINE_CHECK(x.rank() >= 1 && x.shape().last() > 0, "rms_norm: x must be [..., D], got ",
+               x.shape().str());
+  ENGINE_CHECK(w.rank() == 1 && w.dim(0) == x.shape().last(), "rms_norm: weight must be [",
+               x.shape().last(), "], got ", w.shape().str());
+  ENGINE_CHECK(ctx.attrs.eps >= 0.0f, "rms_norm: eps must be >= 0, got ", ctx.attrs.eps);
+  const int64_t d = x.shape().last(), rows = x.shape().rows();
+  Tensor y = Tensor::empty(x.shape());
+  Tensor rstd = Tensor::empty(Shape{rows});  // saved so backward need not recompute it
+  const float *xp = x.data<float>(), *wp = w.data<float>();
+  float *yp = y.data<float>(), *rp = rstd.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = xp + r * d;
+    double sum_sq = 0;
+    for (int64_t j = 0; j < d; ++j) sum_sq += static_cast<double>(xr[j]) * xr[j];
+    float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(d) + ctx.attrs.eps));
+    rp[r] = inv;
+    for (int64_t j = 0; j < d; ++j) yp[r * d + j] = wp[j] * (xr[j] * inv);
+  }
+  ctx.save({x, w, rstd});
+  return {y};
+}
+
+std::vector<Tensor> rms_norm_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
+  const Tensor &x = ctx.saved[0], &w = ctx.saved[1], &rstd = ctx.saved[2];
+  const Tensor g = grad_or_zeros(grad_out[0], x.shape());
+  const int64_t d = x.shape().last(), rows = x.shape().rows();
+  const float *xp = x.data<float>(), *wp = w.data<float>(), *gp = g.data<float>();
+  const float* rp = rstd.data<float>();
+  const bool need_dx = wants_grad(ctx, 0), need_dw = wants_grad(ctx, 1);
+  Tensor dx = need_dx ? Tensor::empty(x.shape()) : Tensor();
+  std::vector<double> dw_acc(need_dw ? static_cast<size_t>(d) : 0, 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = xp + r * d, *gr = gp + r * d;
+    const double inv = rp[r];
+    if (need_dx) {
+      double dot = 0;  // sum_j g_j w_j x_j
+      for (int64_t j = 0; j < d; ++j) dot += static_cast<double>(gr[j]) * wp[j] * xr[j];
+      const double c = inv * inv * inv * dot / static_cast<double>(d);
+      for (int64_t j = 0; j < d; ++j)
+        dx.data<float>()[r * d + j] = static_cast<float>(inv * wp[j] * gr[j] - c * xr[j]);
+    }
+    if (need_dw)
+      for (int64_t j = 0; j < d; ++j)
+        dw_acc[static_cast<size_t>(j)] += static_cast<double>(gr[j]) * xr[j] * inv;
+  }
+  Tensor dw;
+  if (need_dw) {
+    dw = Tensor::empty(w.shape());
+    for (int64_t j = 0; j < d; ++j) dw.data<float>()[j] = static_cast<float>(dw_acc[static_cast<size_t>(j)]);
+  }
+  return {dx, dw};
+}
+
+std::vector<Tensor> rope_forward(OpContext& ctx, const std::vector<Tensor>& in) {
+  require_f32(in[0], "rope", "x");
+  check_rope(in[0].shape(), ctx.attrs);
+  return {rotate(in[0], ctx.attrs, 1.0f)};
+}
+
+std::vector<Tensor> rope_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
+  const Tensor g = grad_or_zeros(grad_out[0], ctx.input_shapes[0]);
+  return {rotate(g, ctx.attrs, -1.0f)};
+}
+
+}  // namespace engine::cpu

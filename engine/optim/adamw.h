@@ -1,0 +1,46 @@
+// AdamW with PyTorch semantics (torch.optim.AdamW, decoupled weight decay):
+//   p <- p - lr * wd * p
+//   m <- b1 m + (1 - b1) g          v <- b2 v + (1 - b2) g^2
+//   m^ = m / (1 - b1^t)             v^ = v / (1 - b2^t)
+//   p <- p - lr * m^ / (sqrt(v^) + eps)
+// States are fp32 and live beside the parameter. clip_grad_norm scales all
+// gradients by max_norm / total_norm when the global L2 norm exceeds max_norm.
+#pragma once
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace engine::optim {
+
+struct AdamWConfig {
+  float lr = 1e-4f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<Tensor> params, AdamWConfig config);
+  // One update from the parameters' current .grad (parameters without one are skipped).
+  void step();
+  void zero_grad();
+  void set_lr(float lr) { config_.lr = lr; }
+  int64_t steps() const { return step_; }
+  const std::vector<Tensor>& params() const { return params_; }
+  // Moment tensors, for checkpointing the optimizer.
+  std::vector<Tensor>& first_moments() { return m_; }
+  std::vector<Tensor>& second_moments() { return v_; }
+  void set_steps(int64_t steps) { step_ = steps; }
+
+ private:
+  std::vector<Tensor> params_, m_, v_;
+  AdamWConfig config_;
+  int64_t step_ = 0;
+};
+
+// Returns the global L2 norm before clipping.
+float clip_grad_norm(const std::vector<Tensor>& params, float max_norm);
+
+}  // namespace engine::optim

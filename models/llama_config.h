@@ -1,0 +1,32 @@
+// Llama architecture hyper-parameters (Hugging Face config.json names in comments)
+// and the built-in presets.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "engine/op.h"
+
+namespace models {
+
+struct LlamaConfig {
+  int64_t hidden = 0;          // hidden_size
+  int64_t layers = 0;          // num_hidden_layers
+  int64_t heads = 0;           // num_attention_heads
+  int64_t kv_heads = 0;        // num_key_value_heads
+  int64_t head_dim = 0;        // head_dim (hidden / heads when absent)
+  int64_t intermediate = 0;    // intermediate_size
+  int64_t vocab = 0;           // vocab_size
+  float rms_norm_eps = 1e-5f;  // rms_norm_eps
+  engine::RopeConfig rope;     // rope_theta, rope_scaling
+  bool tie_embeddings = false; // tie_word_embeddings
+
+  // Throws engine::Error naming the first inconsistent field.
+  void validate() const;
+  int64_t q_dim() const { return heads * head_dim; }
+  int64_t kv_dim() const { return kv_heads * head_dim; }
+};
+
+// "tiny" (tests and the demo), "llama3-8b", "llama3-70b".
+LlamaConfig preset(const std::string& name);
+
+}  // namespace models

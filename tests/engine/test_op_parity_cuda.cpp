@@ -1,0 +1,117 @@
+// Every registry op with a CUDA implementation, every case, in f32 and bf16: the
+// CUDA forward and backward against the CPU reference on fresh random inputs.
+//
+// bf16 inputs are rounded on the host first, so both sides see identical values;
+// the CPU reference then runs in f32. Per element the allowed difference is
+//   u_out |ref| + 2 K u_f32 (|ref| + rms ref)
+// (u_out: unit roundoff of the output type, 2^-8 for bf16 and 2^-24 for f32, for the
+// final rounding; K u_f32: fp32 accumulation of length K in either order).
+// The device memory pool is poisoned with NaN first, so an output element the
+// kernel forgets to write shows up as NaN and fails.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/rng.h"
+#include "tests/support/gpu.h"
+#include "tests/support/op_cases.h"
+
+using engine::DType;
+using engine::OpId;
+using engine::Tensor;
+
+namespace {
+
+constexpr uint64_t kSeed = 99;
+
+std::vector<OpId> cuda_op_ids() {
+  std::vector<OpId> ids;
+  for (const engine::OpDef& def : engine::all_ops())
+    if (def.cuda.exists()) ids.push_back(def.id);
+  if (ids.empty()) ids.push_back(OpId::Add);  // CPU-only build: the test skips
+  return ids;
+}
+
+// Fills cached device blocks with NaN so fresh outputs start out poisoned.
+void poison_device_pool(size_t bytes) {
+  std::vector<Tensor> blocks;
+  for (size_t size = 256; size <= bytes; size *= 2) {
+    Tensor t = Tensor::empty({static_cast<int64_t>(size / 4)}, DType::F32, engine::Device::cuda());
+    t.fill(NAN);
+    blocks.push_back(t);
+  }
+}  // blocks return to the cache here, NaN-filled
+
+Tensor to_device(const Tensor& host, DType dtype) {
+  if (host.dtype() == DType::I32) return host.to(engine::Device::cuda());
+  return host.to_dtype(dtype).to(engine::Device::cuda());
+}
+
+// The host tensor as the device sees it (values rounded through `dtype`).
+Tensor as_seen(const Tensor& host, DType dtype) {
+  if (host.dtype() == DType::I32) return host.clone();
+  return host.to_dtype(dtype).to_dtype(DType::F32);
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& ref, DType dtype,
+                  int64_t k, const std::string& what) {
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  double r = 0;
+  for (float v : ref) r += double(v) * v;
+  r = ref.empty() ? 0 : std::sqrt(r / ref.size());
+  const double u_out = dtype == DType::BF16 ? 1.0 / 256 : 1.0 / (1 << 24);
+  const double k_u = 2.0 * k / (1 << 24);
+  int bad = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    double tol = u_out * std::fabs(ref[i]) + k_u * (std::fabs(ref[i]) + r);
+    bool ok = std::isfinite(got[i]) && std::fabs(got[i] - ref[i]) <= tol;
+    if (!ok && bad++ < 5)
+      ADD_FAILURE() << what << " element " << i << ": cuda " << got[i] << ", cpu " << ref[i]
+                    << ", tolerance " << tol;
+  }
+}
+
+class OpCudaParity : public testing::TestWithParam<std::tuple<OpId, DType>> {};
+
+TEST_P(OpCudaParity, ForwardAndBackwardMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  auto [id, dtype] = GetParam();
+  engine::Generator gen(kSeed + 1);
+  for (const auto& c : testing_support::op_cases(id, kSeed)) {
+    std::vector<Tensor> cpu_in, gpu_in;
+    for (size_t i = 0; i < c.inputs.size(); ++i) {
+      cpu_in.push_back(as_seen(c.inputs[i], dtype).set_requires_grad(c.differentiable[i]));
+      gpu_in.push_back(to_device(c.inputs[i], dtype).set_requires_grad(c.differentiable[i]));
+    }
+    Tensor ref = engine::call_op(id, cpu_in, c.attrs)[0];
+    poison_device_pool(4 * ref.nbytes() + 1024);
+    Tensor out = engine::call_op(id, gpu_in, c.attrs)[0];
+    EXPECT_EQ(out.shape(), ref.shape()) << c.label;
+    expect_close(out.to_floats(), ref.to_floats(), dtype, c.accumulation, c.label + " forward");
+
+    // Same upstream gradient on both sides (rounded through dtype like the inputs).
+    Tensor w = as_seen(engine::uniform(ref.shape(), -1.0f, 1.0f, gen), dtype);
+    engine::backward({ref}, {w});
+    poison_device_pool(4 * ref.nbytes() + 1024);
+    engine::backward({out}, {to_device(w, dtype)});
+    for (size_t i = 0; i < c.inputs.size(); ++i) {
+      if (!c.differentiable[i]) continue;
+      ASSERT_TRUE(gpu_in[i].grad().defined()) << c.label << " input " << i;
+      expect_close(gpu_in[i].grad().to_floats(), cpu_in[i].grad().to_floats(), dtype,
+                   c.accumulation, c.label + " grad of input " + std::to_string(i));
+    }
+  }
+}
+
+std::string name(const testing::TestParamInfo<std::tuple<OpId, DType>>& info) {
+  return std::string(engine::op_def(std::get<0>(info.param)).name) + "_" +
+         engine::dtype_name(std::get<1>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(CudaOps, OpCudaParity,
+                         testing::Combine(testing::ValuesIn(cuda_op_ids()),
+                                          testing::Values(DType::F32, DType::BF16)),
+                         name);
+
+}  // namespace

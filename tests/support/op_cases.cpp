@@ -1,0 +1,154 @@
+#include "tests/support/op_cases.h"
+
+#include "engine/rng.h"
+
+namespace testing_support {
+
+using engine::OpAttrs;
+using engine::OpId;
+using engine::Shape;
+using engine::Tensor;
+
+namespace {
+
+struct CaseBuilder {
+  engine::Generator gen;
+  std::vector<OpCase> cases;
+
+  Tensor rand(const Shape& s, float lo = -1.0f, float hi = 1.0f) {
+    return engine::uniform(s, lo, hi, gen);
+  }
+  Tensor ids(const Shape& s, int32_t upper, float ignore_fraction = 0.0f, int ignore = -100) {
+    Tensor u = rand(s, 0.0f, 1.0f);
+    std::vector<int32_t> v(s.numel());
+    for (int64_t i = 0; i < s.numel(); ++i) {
+      float r = u.data<float>()[i];
+      v[i] = r < ignore_fraction ? ignore
+                                 : static_cast<int32_t>((r - ignore_fraction) /
+                                                        (1.0f - ignore_fraction) * upper) % upper;
+    }
+    return Tensor::from_ints(v, s);
+  }
+  void add(std::string label, std::vector<Tensor> in, std::vector<bool> diff, int64_t acc,
+           OpAttrs attrs = {}) {
+    cases.push_back({std::move(label), std::move(in), attrs, std::move(diff), acc});
+  }
+};
+
+void matmul_cases(CaseBuilder& b) {
+  for (int t = 0; t < 4; ++t) {
+    bool ta = t & 1, tb = t & 2;
+    OpAttrs a;
+    a.transpose_a = ta;
+    a.transpose_b = tb;
+    int64_t m = 3, k = 7, n = 5;
+    Shape sa = ta ? Shape{k, m} : Shape{m, k}, sb = tb ? Shape{n, k} : Shape{k, n};
+    b.add("2d ta=" + std::to_string(ta) + " tb=" + std::to_string(tb), {b.rand(sa), b.rand(sb)},
+          {true, true}, k, a);
+  }
+  OpAttrs tb;
+  tb.transpose_b = true;
+  b.add("batched x@W^T shared W [2,3,5,7]x[4,7]", {b.rand({2, 3, 5, 7}), b.rand({4, 7})},
+        {true, true}, 7, tb);
+  b.add("batched [2,3,4]x[2,4,5]", {b.rand({2, 3, 4}), b.rand({2, 4, 5})}, {true, true}, 4);
+}
+
+void elementwise_cases(CaseBuilder& b, OpId id) {
+  for (Shape s : {Shape{7}, Shape{3, 5}, Shape{2, 3, 1, 9}}) {
+    switch (id) {
+      case OpId::Add:
+      case OpId::Mul:
+      case OpId::SwiGLU: b.add(s.str(), {b.rand(s), b.rand(s)}, {true, true}, 1); break;
+      case OpId::Scale: {
+        OpAttrs a;
+        a.scale = -1.75f;
+        b.add(s.str(), {b.rand(s)}, {true}, 1, a);
+        break;
+      }
+      case OpId::Silu: b.add(s.str(), {b.rand(s, -4.0f, 4.0f)}, {true}, 1); break;
+      case OpId::Softmax: b.add(s.str(), {b.rand(s, -3.0f, 3.0f)}, {true}, s.last()); break;
+      case OpId::Sum:
+      case OpId::Mean: b.add(s.str(), {b.rand(s)}, {true}, s.numel()); break;
+      case OpId::Reshape: {
+        OpAttrs a;
+        a.shape = Shape{s.numel()};
+        b.add(s.str(), {b.rand(s)}, {true}, 1, a);
+        break;
+      }
+      case OpId::Dropout: {
+        OpAttrs a;
+        a.p = 0.3f;
+        a.seed = 1234;
+        a.offset = 77;
+        b.add(s.str(), {b.rand(s)}, {true}, 1, a);
+        break;
+      }
+      default: break;
+    }
+  }
+}
+
+void rms_norm_cases(CaseBuilder& b) {
+  for (Shape s : {Shape{1, 8}, Shape{3, 13}, Shape{2, 3, 33}}) {
+    OpAttrs a;
+    a.eps = 1e-5f;
+    b.add(s.str(), {b.rand(s, -2.0f, 2.0f), b.rand({s.last()}, 0.5f, 1.5f)}, {true, true},
+          s.last(), a);
+  }
+}
+
+void rope_cases(CaseBuilder& b) {
+  OpAttrs plain;
+  plain.rope.theta = 10000.0f;
+  plain.position_offset = 0;
+  b.add("[1,5,2,8] theta 1e4", {b.rand({1, 5, 2, 8})}, {true}, 8, plain);
+  OpAttrs llama3;
+  llama3.rope.theta = 500000.0f;
+  llama3.rope.scaling_factor = 8.0f;
+  llama3.rope.original_max_position = 32.0f;  // small so all three frequency bands occur
+  llama3.position_offset = 3;
+  b.add("[2,7,3,16] llama3 scaling, offset 3", {b.rand({2, 7, 3, 16})}, {true}, 16, llama3);
+}
+
+void attention_cases(CaseBuilder& b) {
+  struct Dims { int64_t batch, seq, hq, hkv, d; };
+  for (Dims d : {Dims{1, 1, 1, 1, 4}, Dims{1, 5, 2, 2, 8}, Dims{2, 7, 4, 2, 6}, Dims{1, 9, 6, 1, 5}}) {
+    std::string label = "B" + std::to_string(d.batch) + " T" + std::to_string(d.seq) + " Hq" +
+                        std::to_string(d.hq) + " Hkv" + std::to_string(d.hkv) + " D" +
+                        std::to_string(d.d);
+    b.add(label,
+          {b.rand({d.batch, d.seq, d.hq, d.d}), b.rand({d.batch, d.seq, d.hkv, d.d}),
+           b.rand({d.batch, d.seq, d.hkv, d.d})},
+          {true, true, true}, d.seq * d.d);
+  }
+}
+
+void embedding_cases(CaseBuilder& b) {
+  b.add("ids [2,5] table [11,6] (repeats likely)", {b.ids({2, 5}, 11), b.rand({11, 6})},
+        {false, true}, 1);
+  b.add("ids [3] table [4,3]", {b.ids({3}, 4), b.rand({4, 3})}, {false, true}, 1);
+}
+
+void cross_entropy_cases(CaseBuilder& b) {
+  b.add("[6,9] no ignores", {b.rand({6, 9}, -3.0f, 3.0f), b.ids({6}, 9)}, {true, false}, 9);
+  b.add("[11,17] 30% ignored", {b.rand({11, 17}, -3.0f, 3.0f), b.ids({11}, 17, 0.3f)},
+        {true, false}, 17);
+}
+
+}  // namespace
+
+std::vector<OpCase> op_cases(OpId id, uint64_t seed) {
+  CaseBuilder b{engine::Generator(seed), {}};
+  switch (id) {
+    case OpId::Matmul: matmul_cases(b); break;
+    case OpId::RmsNorm: rms_norm_cases(b); break;
+    case OpId::Rope: rope_cases(b); break;
+    case OpId::Attention: attention_cases(b); break;
+    case OpId::Embedding: embedding_cases(b); break;
+    case OpId::CrossEntropy: cross_entropy_cases(b); break;
+    default: elementwise_cases(b, id); break;
+  }
+  return std::move(b.cases);
+}
+
+}  // namespace testing_support

@@ -1,0 +1,26 @@
+// Test cases for every registry op: random inputs of several shapes (odd sizes
+// included) with the attributes to call the op with. One table drives both the
+// finite-difference gradient checks and the CUDA-vs-CPU comparisons, so an op added
+// to the registry without cases fails RegistryCoverage.EveryOpHasCases.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "engine/op.h"
+
+namespace testing_support {
+
+struct OpCase {
+  std::string label;                    // shape summary, shown on failure
+  std::vector<engine::Tensor> inputs;   // f32 (or i32 index) CPU tensors
+  engine::OpAttrs attrs;
+  std::vector<bool> differentiable;     // per input: check its gradient
+  // Longest chain of rounded operations feeding one output element (the reduction
+  // length): tolerances grow linearly with it.
+  int64_t accumulation = 1;
+};
+
+// Fresh random cases for `id`; `seed` makes a failing run reproducible.
+std::vector<OpCase> op_cases(engine::OpId id, uint64_t seed);
+
+}  // namespace testing_support
