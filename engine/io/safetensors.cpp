@@ -82,7 +82,8 @@ struct Duplicate {
 };
 
 // Parses JSON, also finding duplicate keys (nlohmann silently keeps one of them).
-// A syntax error throws "<file>: <context>: invalid JSON at byte K: <reason>".
+// A syntax error throws "<file>: <context>: invalid JSON at byte K: <reason>", K counting
+// from 0 within the JSON text.
 ojson parse_json(const char* text, size_t length, const std::string& file, const char* context,
                  std::optional<Duplicate>& duplicate) {
   struct Frame {
@@ -114,6 +115,13 @@ ojson parse_json(const char* text, size_t length, const std::string& file, const
     }
     return true;
   };
+  auto invalid = [&](size_t byte, const std::string& reason) {
+    throw Error(file + ": " + context + ": invalid JSON at byte " + std::to_string(byte) + ": " +
+                one_line(reason));
+  };
+  // nlohmann stops at a NUL as if the input ended there, which would hide what follows.
+  if (const void* nul = std::memchr(text, 0, length))
+    invalid(static_cast<size_t>(static_cast<const char*>(nul) - text), "NUL byte");
   try {
     return ojson::parse(text, text + length, callback);
   } catch (const ojson::parse_error& e) {
@@ -123,9 +131,9 @@ ojson parse_json(const char* text, size_t length, const std::string& file, const
     if (size_t p = reason.find("] "); p != std::string::npos) reason = reason.substr(p + 2);
     if (reason.rfind("parse error", 0) == 0)
       if (size_t p = reason.find(": "); p != std::string::npos) reason = reason.substr(p + 2);
-    throw Error(file + ": " + context + ": invalid JSON at byte " + std::to_string(e.byte) + ": " +
-                one_line(reason));
+    invalid(e.byte > 0 ? e.byte - 1 : 0, reason);  // e.byte counts from 1
   }
+  return {};
 }
 
 // A non-negative JSON integer, or nullopt.

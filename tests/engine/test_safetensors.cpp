@@ -272,10 +272,11 @@ TEST_F(SafetensorsTest, RejectsBadHeaderLength) {
 TEST_F(SafetensorsTest, RejectsInvalidJson) {
   expect_open_error(raw_file("bad.safetensors", "{\"a\":{\"dtype\":\"F32\",", 0),
                     {"header", "invalid JSON at byte"});
-  expect_open_error(raw_file("junk.safetensors", "{\"a\": nope}", 0), {"header", "invalid JSON at byte"});
+  expect_open_error(raw_file("junk.safetensors", "{\"a\": nope}", 0), {"header", "invalid JSON at byte 6"});
   expect_open_error(raw_file("utf8.safetensors", "{\"\xff\xfe\": 1}", 0), {"invalid JSON"});
   expect_open_error(raw_file("trail.safetensors", "{} {}", 0), {"invalid JSON"});
-  expect_open_error(raw_file("nul.safetensors", std::string("{}\0\0", 4), 0), {"invalid JSON"});
+  expect_open_error(raw_file("nul.safetensors", std::string("{}\0\0", 4), 0), {"invalid JSON at byte 2", "NUL"});
+  expect_open_error(raw_file("nul2.safetensors", std::string("{}\0junk", 7), 0), {"invalid JSON at byte 2"});
 }
 
 TEST_F(SafetensorsTest, RejectsNonObjectHeader) {
