@@ -12,9 +12,12 @@
 
 namespace engine {
 
+class FrozenLinear;
+
 enum class OpId {
   Matmul, Add, Mul, Scale, Sum, Mean, Reshape,
   RmsNorm, Rope, Silu, SwiGLU, Softmax, Attention, Embedding, CrossEntropy, Dropout,
+  LoraLinear,
   kCount
 };
 
@@ -38,6 +41,7 @@ struct OpAttrs {
   RopeConfig rope;
   int ignore_index = -100;                          // cross_entropy
   Shape shape;                                      // reshape target
+  std::shared_ptr<const FrozenLinear> frozen;       // lora_linear: the frozen base weight
 };
 
 // Per-call state shared by forward and backward.

@@ -32,6 +32,7 @@ const std::array<OpDef, static_cast<size_t>(OpId::kCount)> kOps = {{
     {OpId::Embedding, "embedding", 2, 1, CPU_IMPL(embedding), NO_CUDA},
     {OpId::CrossEntropy, "cross_entropy", 2, 1, CPU_IMPL(cross_entropy), NO_CUDA},
     {OpId::Dropout, "dropout", 1, 1, CPU_IMPL(dropout), NO_CUDA},
+    {OpId::LoraLinear, "lora_linear", 3, 1, CPU_IMPL(lora_linear), NO_CUDA},
 }};
 
 // The table is indexed by OpId: catch a row out of place at startup.

@@ -63,4 +63,15 @@ Tensor dropout(const Tensor& x, float p, uint64_t seed, uint64_t offset) {
   return call1(OpId::Dropout, {x}, attrs);
 }
 
+Tensor lora_linear(const Tensor& x, std::shared_ptr<const FrozenLinear> frozen, const Tensor& lora_a,
+                   const Tensor& lora_b, float scaling, LoraDropout dropout) {
+  OpAttrs attrs;
+  attrs.frozen = std::move(frozen);
+  attrs.scale = scaling;
+  attrs.p = dropout.p;
+  attrs.seed = dropout.seed;
+  attrs.offset = dropout.offset;
+  return call1(OpId::LoraLinear, {x, lora_a, lora_b}, attrs);
+}
+
 }  // namespace engine::ops

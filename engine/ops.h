@@ -37,4 +37,18 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int ignore_ind
 // reproduces it exactly.
 Tensor dropout(const Tensor& x, float p, uint64_t seed, uint64_t offset);
 
+// The (Q)LoRA linear layer as one op (PEFT semantics):
+//   y = x W^T + s * dropout(x) A^T B^T
+// x [..., in]; W [out, in] frozen (dense or NF4, dequantized on the fly, no gradient);
+// A [r, in], B [out, r] trainable; s = lora_alpha / r (or / sqrt(r) for rsLoRA).
+// Dropout (seeded as in `dropout`) applies only to the input of A. Backward saves
+// x, A, B only:  dx = dy W + s dropout'((dy B) A),  dA = s (dy B)^T dropout(x),
+// dB = s dy^T (dropout(x) A^T).
+struct LoraDropout {
+  float p = 0.0f;
+  uint64_t seed = 0, offset = 0;
+};
+Tensor lora_linear(const Tensor& x, std::shared_ptr<const FrozenLinear> frozen, const Tensor& lora_a,
+                   const Tensor& lora_b, float scaling, LoraDropout dropout = {});
+
 }  // namespace engine::ops

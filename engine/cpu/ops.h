@@ -26,6 +26,7 @@ ENGINE_CPU_OP(attention)
 ENGINE_CPU_OP(embedding)
 ENGINE_CPU_OP(cross_entropy)
 ENGINE_CPU_OP(dropout)
+ENGINE_CPU_OP(lora_linear)
 
 #undef ENGINE_CPU_OP
 

@@ -40,12 +40,12 @@ struct DtypeSpec {
 // Every byte-sized safetensors dtype, so files holding dtypes the engine lacks still
 // validate (and only load() of such a tensor fails).
 constexpr DtypeSpec kDtypes[] = {
-    {"BOOL", 1, std::nullopt},   {"U8", 1, DType::U8},         {"I8", 1, std::nullopt},
+    {"BOOL", 1, std::nullopt},    {"U8", 1, DType::U8},         {"I8", 1, std::nullopt},
     {"F8_E5M2", 1, std::nullopt}, {"F8_E4M3", 1, std::nullopt}, {"F8_E8M0", 1, std::nullopt},
-    {"I16", 2, std::nullopt},    {"U16", 2, std::nullopt},     {"F16", 2, DType::F16},
-    {"BF16", 2, DType::BF16},    {"I32", 4, DType::I32},       {"U32", 4, std::nullopt},
-    {"F32", 4, DType::F32},      {"I64", 8, std::nullopt},     {"U64", 8, std::nullopt},
-    {"F64", 8, std::nullopt},    {"C64", 8, std::nullopt},
+    {"I16", 2, std::nullopt},     {"U16", 2, std::nullopt},     {"F16", 2, DType::F16},
+    {"BF16", 2, DType::BF16},     {"I32", 4, DType::I32},       {"U32", 4, std::nullopt},
+    {"F32", 4, DType::F32},       {"I64", 8, std::nullopt},     {"U64", 8, std::nullopt},
+    {"F64", 8, std::nullopt},     {"C64", 8, std::nullopt},
 };
 
 const DtypeSpec* find_dtype(const std::string& name) {
@@ -56,23 +56,26 @@ const DtypeSpec* find_dtype(const std::string& name) {
 
 std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
 
-std::string with_tensor(const std::string& what, const std::string& tensor) {
-  return tensor.empty() ? what : what + " (tensor '" + tensor + "')";
-}
-
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
 }
 
-// Error text may quote file bytes: keep it one printable line.
-std::string one_line(std::string s) {
+// Error text quotes names and bytes from the file ("a\nb" is a legal tensor name): keep it
+// one line. `ascii` also masks non-ASCII bytes, for quotes of possibly invalid UTF-8.
+std::string one_line(std::string s, bool ascii = false) {
   for (char& c : s) {
     auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u >= 0x7f) c = '?';
+    if (u < 0x20 || u == 0x7f || (ascii && u > 0x7f)) c = '?';
   }
   return s;
+}
+
+// "<file>: <what> (tensor '<name>')", the form of every error here.
+std::string message(const std::string& file, const std::string& what,
+                    const std::string& tensor = {}) {
+  return one_line(file + ": " + (tensor.empty() ? what : what + " (tensor '" + tensor + "')"));
 }
 
 // Where a duplicate key was found: the key and the keys of the objects around it.
@@ -116,8 +119,8 @@ ojson parse_json(const char* text, size_t length, const std::string& file, const
     return true;
   };
   auto invalid = [&](size_t byte, const std::string& reason) {
-    throw Error(file + ": " + context + ": invalid JSON at byte " + std::to_string(byte) + ": " +
-                one_line(reason));
+    throw Error(message(file, std::string(context) + ": invalid JSON at byte " +
+                                  std::to_string(byte) + ": " + one_line(reason, true)));
   };
   // nlohmann stops at a NUL as if the input ended there, which would hide what follows.
   if (const void* nul = std::memchr(text, 0, length))
@@ -139,7 +142,8 @@ ojson parse_json(const char* text, size_t length, const std::string& file, const
 // A non-negative JSON integer, or nullopt.
 std::optional<uint64_t> as_unsigned(const ojson& v) {
   if (v.is_number_unsigned()) return v.get<uint64_t>();
-  if (v.is_number_integer() && v.get<int64_t>() >= 0) return static_cast<uint64_t>(v.get<int64_t>());
+  if (v.is_number_integer() && v.get<int64_t>() >= 0)
+    return static_cast<uint64_t>(v.get<int64_t>());
   return std::nullopt;
 }
 
@@ -157,12 +161,12 @@ Shape make_shape(const std::vector<int64_t>& d) {
 // Reads a whole (small) file; errors name `path`.
 std::string read_file(const std::string& path, uint64_t limit) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(path + ": cannot open: " + errno_text(errno));
+  if (fd < 0) throw Error(message(path, "cannot open: " + errno_text(errno)));
   auto fail = [&](const std::string& what) {
     ::close(fd);
-    throw Error(path + ": " + what);
+    throw Error(message(path, what));
   };
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) fail("cannot open: " + errno_text(errno));
   if (!S_ISREG(st.st_mode)) fail("cannot open: not a regular file");
   if (static_cast<uint64_t>(st.st_size) > limit)
@@ -203,13 +207,13 @@ const char* safetensors_dtype_name(DType dtype) {
 // SafetensorsFile
 
 void SafetensorsFile::fail(const std::string& what, const std::string& tensor) const {
-  throw Error(path_ + ": " + with_tensor(what, tensor));
+  throw Error(message(path_, what, tensor));
 }
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("cannot open: " + errno_text(errno));
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) {
     int err = errno;
     ::close(fd);
@@ -305,7 +309,8 @@ void SafetensorsFile::parse_header(const char* json, size_t length) {
     }
     if (!entry.is_object()) fail("header entry is not an object", name);
     for (const auto& [k, v] : entry.items())
-      if (k != "dtype" && k != "shape" && k != "data_offsets") fail("unexpected key '" + k + "'", name);
+      if (k != "dtype" && k != "shape" && k != "data_offsets")
+        fail("unexpected key '" + k + "'", name);
 
     TensorInfo ti;
     ti.name = name;
@@ -313,7 +318,7 @@ void SafetensorsFile::parse_header(const char* json, size_t length) {
     if (dt == entry.end() || !dt->is_string()) fail("missing or non-string 'dtype'", name);
     ti.dtype_name = dt->get<std::string>();
     const DtypeSpec* spec = find_dtype(ti.dtype_name);
-    if (!spec) fail("unknown dtype '" + one_line(ti.dtype_name) + "'", name);
+    if (!spec) fail("unknown dtype '" + ti.dtype_name + "'", name);
     ti.dtype = spec->dtype;
     ti.element_size = spec->size;
 
@@ -326,7 +331,7 @@ void SafetensorsFile::parse_header(const char* json, size_t length) {
         fail("negative dimension " + std::to_string(d.get<int64_t>()) + " in 'shape'", name);
       std::optional<uint64_t> u = as_unsigned(d);
       if (!u || *u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-        fail("'shape' holds " + one_line(d.dump()) + ", not a dimension", name);
+        fail("'shape' holds " + d.dump() + ", not a dimension", name);
       ti.shape.push_back(static_cast<int64_t>(*u));
       overflow = overflow || __builtin_mul_overflow(numel, *u, &numel);
     }
@@ -340,13 +345,15 @@ void SafetensorsFile::parse_header(const char* json, size_t length) {
     std::optional<uint64_t> b = as_unsigned((*off)[0]), e = as_unsigned((*off)[1]);
     if (!b || !e) fail("'data_offsets' are not non-negative integers", name);
     if (*e < *b)
-      fail("data_offsets end " + std::to_string(*e) + " is before begin " + std::to_string(*b), name);
+      fail("data_offsets end " + std::to_string(*e) + " is before begin " + std::to_string(*b),
+           name);
     ti.begin = *b;
     ti.end = *e;
 
     uint64_t bytes = 0;
     if (__builtin_mul_overflow(numel, static_cast<uint64_t>(spec->size), &bytes))
-      fail("byte size of shape " + shape_text(ti.shape) + " x " + ti.dtype_name + " overflows", name);
+      fail("byte size of shape " + shape_text(ti.shape) + " x " + ti.dtype_name + " overflows",
+           name);
     if (bytes != ti.nbytes())
       fail("data_offsets span " + std::to_string(ti.nbytes()) + " bytes but shape " +
                shape_text(ti.shape) + " of " + ti.dtype_name + " needs " + std::to_string(bytes),
@@ -425,7 +432,8 @@ SafetensorsIndex::SafetensorsIndex(const std::string& path) {
     }
     single = (fs::path(path) / "model.safetensors").string();
     if (!fs::exists(single, ec))
-      throw Error(path + ": no model.safetensors.index.json or model.safetensors in this directory");
+      throw Error(
+          message(path, "no model.safetensors.index.json or model.safetensors in this directory"));
   } else if (fs::path(path).extension() == ".json") {
     open_index(path);
     return;
@@ -440,7 +448,7 @@ void SafetensorsIndex::open_index(const std::string& index_path) {
   namespace fs = std::filesystem;
   path_ = index_path;
   auto fail = [&](const std::string& what, const std::string& tensor = {}) {
-    throw Error(index_path + ": " + with_tensor(what, tensor));
+    throw Error(message(index_path, what, tensor));
   };
   const std::string text = read_file(index_path, kMaxHeaderBytes);
   std::optional<Duplicate> dup;
@@ -463,13 +471,13 @@ void SafetensorsIndex::open_index(const std::string& index_path) {
     const fs::path rel(file);
     if (file.empty() || rel.is_absolute() ||
         std::any_of(rel.begin(), rel.end(), [](const fs::path& c) { return c == ".."; }))
-      fail("shard '" + one_line(file) + "' is not a file name inside the model directory", name);
+      fail("shard '" + file + "' is not a file name inside the model directory", name);
     auto it = shard_of.find(file);
     if (it == shard_of.end()) {
       try {
         files_.push_back(std::make_unique<SafetensorsFile>((dir / rel).string()));
       } catch (const Error& e) {
-        fail(std::string("tensor '") + name + "': " + e.what());
+        fail(std::string("shard of tensor '") + name + "': " + e.what());
       }
       it = shard_of.emplace(file, files_.size() - 1).first;
     }
@@ -481,7 +489,7 @@ void SafetensorsIndex::open_index(const std::string& index_path) {
 
 const SafetensorsFile& SafetensorsIndex::file(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) throw Error(path_ + ": " + with_tensor("no such tensor", name));
+  if (it == where_.end()) throw Error(message(path_, "no such tensor", name));
   return *files_[it->second];
 }
 
@@ -529,7 +537,7 @@ void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   auto fail = [&](const std::string& what, const std::string& tensor = {}) {
-    throw Error(path + ": " + with_tensor(what, tensor));
+    throw Error(message(path, what, tensor));
   };
 
   // Everything that can be checked is checked before a byte is written.
@@ -538,7 +546,8 @@ void write_safetensors(const std::string& path,
     if (name == kMetadataKey) fail("'__metadata__' is reserved and cannot name a tensor");
     if (!seen.insert(name).second) fail("duplicate tensor name", name);
     if (!t.defined()) fail("undefined tensor", name);
-    if (t.dtype() == DType::NF4) fail("NF4 has no safetensors dtype: store the packed bytes as U8", name);
+    if (t.dtype() == DType::NF4)
+      fail("NF4 has no safetensors dtype: store the packed bytes as U8", name);
   }
 
   ojson header = ojson::object();

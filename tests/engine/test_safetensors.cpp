@@ -1,8 +1,6 @@
 // Tests for engine/io/safetensors: write/read round trips (single file and sharded
 // index), the reader's validation of hand-made malformed files (each must fail with a
 // one-line engine::Error naming the file and the problem), and the writer's atomicity.
-#include "engine/io/safetensors.h"
-
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -17,6 +15,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "engine/io/safetensors.h"
 
 namespace {
 
@@ -33,9 +33,8 @@ class SafetensorsTest : public ::testing::Test {
   void SetUp() override {
     static std::atomic<int> counter{0};
     const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
-           ("safetensors_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) +
-            "_" + test->name());
+    dir_ = fs::temp_directory_path() / ("safetensors_test_" + std::to_string(::getpid()) + "_" +
+                                        std::to_string(counter++) + "_" + test->name());
     fs::create_directories(dir_);
   }
   void TearDown() override {
@@ -82,7 +81,8 @@ void expect_error(const std::function<void()>& fn, std::initializer_list<std::st
   } catch (const engine::Error& e) {
     std::string msg = e.what();
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+    for (const std::string& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
     return;
   }
   ADD_FAILURE() << "no engine::Error thrown";
@@ -96,7 +96,8 @@ void expect_open_error(const std::string& file, std::initializer_list<std::strin
   } catch (const engine::Error& e) {
     std::string msg = e.what();
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    for (const std::string& p : all) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+    for (const std::string& p : all)
+      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
     return;
   }
   ADD_FAILURE() << "opening " << file << " did not throw";
@@ -115,15 +116,20 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
 
 TEST_F(SafetensorsTest, RoundTripDtypesAndMetadata) {
   const Tensor f32 = Tensor::from_floats({1.5f, -2.0f, 3.25f, 0.0f, 1e-8f, -7.0f}, {2, 3});
-  const Tensor bf16 = Tensor::from_floats({1.0f, -0.5f, 256.0f, 3.0f}, {2, 1, 2}).to_dtype(DType::BF16);
+  const Tensor bf16 =
+      Tensor::from_floats({1.0f, -0.5f, 256.0f, 3.0f}, {2, 1, 2}).to_dtype(DType::BF16);
   const Tensor i32 = Tensor::from_ints({-1, 0, 2147483647}, {3});
   const Tensor u8 = u8_tensor({0, 1, 127, 128, 255}, {5});
   const Tensor scalar = Tensor::from_floats({42.0f}, {});
   const Tensor empty = Tensor::empty({0, 4}, DType::F32);
   const std::string p = path("model.safetensors");
   write_safetensors(p,
-                    {{"w.f32", f32}, {"w.bf16", bf16}, {"w.i32", i32}, {"w.u8", u8},
-                     {"scalar", scalar}, {"empty", empty}},
+                    {{"w.f32", f32},
+                     {"w.bf16", bf16},
+                     {"w.i32", i32},
+                     {"w.u8", u8},
+                     {"scalar", scalar},
+                     {"empty", empty}},
                     {{"format", "pt"}});
 
   EXPECT_EQ(dir_entries(), std::vector<std::string>{"model.safetensors"});  // no temp file left
@@ -135,7 +141,8 @@ TEST_F(SafetensorsTest, RoundTripDtypesAndMetadata) {
 
   SafetensorsFile f(p);
   EXPECT_EQ(f.header_size(), n);
-  EXPECT_EQ(f.names(), (std::vector<std::string>{"w.f32", "w.bf16", "w.i32", "w.u8", "scalar", "empty"}));
+  EXPECT_EQ(f.names(),
+            (std::vector<std::string>{"w.f32", "w.bf16", "w.i32", "w.u8", "scalar", "empty"}));
   EXPECT_EQ(f.metadata(), (std::map<std::string, std::string>{{"format", "pt"}}));
   EXPECT_EQ(f.info("w.bf16").dtype_name, "BF16");
   EXPECT_EQ(f.info("w.bf16").shape, (std::vector<int64_t>{2, 1, 2}));
@@ -181,7 +188,8 @@ TEST_F(SafetensorsTest, ShardedIndexRoundTrip) {
   const Tensor a = Tensor::from_floats({1, 2, 3, 4}, {2, 2});
   const Tensor b = Tensor::from_ints({7, 8}, {2});
   const Tensor c = Tensor::from_floats({5, 6}, {1, 2}).to_dtype(DType::BF16);
-  write_safetensors(path("model-00001-of-00002.safetensors"), {{"a", a}, {"b", b}}, {{"format", "pt"}});
+  write_safetensors(path("model-00001-of-00002.safetensors"), {{"a", a}, {"b", b}},
+                    {{"format", "pt"}});
   write_safetensors(path("model-00002-of-00002.safetensors"), {{"c", c}}, {{"format", "pt"}});
   write_bytes(path("model.safetensors.index.json"),
               R"({"metadata": {"total_size": 28}, "weight_map": {
@@ -214,7 +222,8 @@ TEST_F(SafetensorsTest, IndexErrors) {
                {idx, "'b'", path("missing.safetensors"), "cannot open"});
 
   write_bytes(idx, R"({"weight_map": {"a": "s1.safetensors", "z": "s1.safetensors"}})");
-  expect_error([&] { SafetensorsIndex x(dir_.string()); }, {idx, "not in its shard 's1.safetensors'", "'z'"});
+  expect_error([&] { SafetensorsIndex x(dir_.string()); },
+               {idx, "not in its shard 's1.safetensors'", "'z'"});
 
   write_bytes(idx, R"({"weight_map": {"a": "s1.safetensors", "a": "s1.safetensors"}})");
   expect_error([&] { SafetensorsIndex x(idx); }, {idx, "duplicate tensor name", "'a'"});
@@ -243,9 +252,8 @@ TEST_F(SafetensorsTest, MissingFile) {
 }
 
 // A valid two-tensor header used as the base of several malformed variants.
-const char* const kTwo =
-    R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-    R"("b":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}})";
+const char* const kTwo = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                         R"("b":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}})";
 
 TEST_F(SafetensorsTest, HandMadeValidFileOpens) {
   // Checks the test helper itself: the base header with exact data is accepted.
@@ -272,11 +280,14 @@ TEST_F(SafetensorsTest, RejectsBadHeaderLength) {
 TEST_F(SafetensorsTest, RejectsInvalidJson) {
   expect_open_error(raw_file("bad.safetensors", "{\"a\":{\"dtype\":\"F32\",", 0),
                     {"header", "invalid JSON at byte"});
-  expect_open_error(raw_file("junk.safetensors", "{\"a\": nope}", 0), {"header", "invalid JSON at byte 6"});
+  expect_open_error(raw_file("junk.safetensors", "{\"a\": nope}", 0),
+                    {"header", "invalid JSON at byte 7"});
   expect_open_error(raw_file("utf8.safetensors", "{\"\xff\xfe\": 1}", 0), {"invalid JSON"});
   expect_open_error(raw_file("trail.safetensors", "{} {}", 0), {"invalid JSON"});
-  expect_open_error(raw_file("nul.safetensors", std::string("{}\0\0", 4), 0), {"invalid JSON at byte 2", "NUL"});
-  expect_open_error(raw_file("nul2.safetensors", std::string("{}\0junk", 7), 0), {"invalid JSON at byte 2"});
+  expect_open_error(raw_file("nul.safetensors", std::string("{}\0\0", 4), 0),
+                    {"invalid JSON at byte 2", "NUL"});
+  expect_open_error(raw_file("nul2.safetensors", std::string("{}\0junk", 7), 0),
+                    {"invalid JSON at byte 2"});
 }
 
 TEST_F(SafetensorsTest, RejectsNonObjectHeader) {
@@ -291,9 +302,17 @@ TEST_F(SafetensorsTest, RejectsDuplicateNames) {
                              R"("a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
                              8),
                     {"duplicate tensor name", "'a'"});
-  expect_open_error(raw_file("dupkey.safetensors",
-                             R"({"a":{"dtype":"F32","dtype":"U8","shape":[1],"data_offsets":[0,4]}})", 4),
-                    {"duplicate key 'dtype'", "'a'"});
+  expect_open_error(
+      raw_file("dupkey.safetensors",
+               R"({"a":{"dtype":"F32","dtype":"U8","shape":[1],"data_offsets":[0,4]}})", 4),
+      {"duplicate key 'dtype'", "'a'"});
+}
+
+TEST_F(SafetensorsTest, ErrorsStayOneLineWithOddNames) {
+  // "\n" inside a JSON key is a real newline in the tensor name.
+  expect_open_error(raw_file("newline.safetensors",
+                             R"({"a\nb":{"dtype":"F32","shape":[1],"data_offsets":[0,8]}})", 8),
+                    {"needs 4", "'a?b'"});
 }
 
 TEST_F(SafetensorsTest, RejectsBadOffsets) {
@@ -313,9 +332,9 @@ TEST_F(SafetensorsTest, RejectsBadOffsets) {
   expect_open_error(raw_file("backwards.safetensors",
                              R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}})", 4),
                     {"before begin", "'a'"});
-  expect_open_error(raw_file("neg.safetensors",
-                             R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[-1,0]}})", 1),
-                    {"data_offsets", "'a'"});
+  expect_open_error(
+      raw_file("neg.safetensors", R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[-1,0]}})", 1),
+      {"data_offsets", "'a'"});
   expect_open_error(raw_file("three.safetensors",
                              R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1,2]}})", 1),
                     {"data_offsets", "'a'"});
@@ -328,13 +347,15 @@ TEST_F(SafetensorsTest, RejectsWrongByteSize) {
 }
 
 TEST_F(SafetensorsTest, RejectsUnknownDtypeAndMissingFields) {
-  expect_open_error(raw_file("dtype.safetensors",
-                             R"({"a":{"dtype":"F12","shape":[1],"data_offsets":[0,4]}})", 4),
-                    {"unknown dtype 'F12'", "'a'"});
-  expect_open_error(raw_file("nodtype.safetensors", R"({"a":{"shape":[1],"data_offsets":[0,4]}})", 4),
-                    {"dtype", "'a'"});
-  expect_open_error(raw_file("noshape.safetensors", R"({"a":{"dtype":"F32","data_offsets":[0,4]}})", 4),
-                    {"shape", "'a'"});
+  expect_open_error(
+      raw_file("dtype.safetensors", R"({"a":{"dtype":"F12","shape":[1],"data_offsets":[0,4]}})", 4),
+      {"unknown dtype 'F12'", "'a'"});
+  expect_open_error(
+      raw_file("nodtype.safetensors", R"({"a":{"shape":[1],"data_offsets":[0,4]}})", 4),
+      {"dtype", "'a'"});
+  expect_open_error(
+      raw_file("noshape.safetensors", R"({"a":{"dtype":"F32","data_offsets":[0,4]}})", 4),
+      {"shape", "'a'"});
   expect_open_error(raw_file("extra.safetensors",
                              R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":1}})", 4),
                     {"unexpected key 'x'", "'a'"});
@@ -352,15 +373,15 @@ TEST_F(SafetensorsTest, RejectsBadShapes) {
                              R"({"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", 4),
                     {"not a dimension", "'a'"});
   // numel fits in 64 bits but numel * 4 bytes does not.
-  expect_open_error(raw_file("bytes_overflow.safetensors",
-                             R"({"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})",
-                             0),
-                    {"overflow", "'a'"});
+  expect_open_error(
+      raw_file("bytes_overflow.safetensors",
+               R"({"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})", 0),
+      {"overflow", "'a'"});
   // numel itself overflows.
-  expect_open_error(raw_file("numel_overflow.safetensors",
-                             R"({"a":{"dtype":"U8","shape":[4294967296,4294967296],"data_offsets":[0,0]}})",
-                             0),
-                    {"overflow", "'a'"});
+  expect_open_error(
+      raw_file("numel_overflow.safetensors",
+               R"({"a":{"dtype":"U8","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0),
+      {"overflow", "'a'"});
 }
 
 TEST_F(SafetensorsTest, MetadataMustBeStringMap) {
@@ -388,8 +409,11 @@ TEST_F(SafetensorsTest, LoadRejectsUnsupportedDtypeAndRank) {
 TEST_F(SafetensorsTest, WriterRejectsDuplicatesWithoutWriting) {
   const std::string p = path("dup.safetensors");
   const Tensor t = Tensor::from_floats({1}, {1});
-  expect_error([&] { write_safetensors(p, {{"x", t}, {"y", t}, {"x", t}}); },
-               {p, "duplicate tensor name", "'x'"});
+  expect_error(
+      [&] {
+        write_safetensors(p, {{"x", t}, {"y", t}, {"x", t}});
+      },
+      {p, "duplicate tensor name", "'x'"});
   EXPECT_TRUE(dir_entries().empty());
 
   // A failed write leaves an existing file untouched.
@@ -403,8 +427,11 @@ TEST_F(SafetensorsTest, WriterRejectsDuplicatesWithoutWriting) {
 
 TEST_F(SafetensorsTest, WriterReportsUnwritableDirectory) {
   const std::string p = path("no_such_dir/out.safetensors");
-  expect_error([&] { write_safetensors(p, {{"x", Tensor::from_floats({1}, {1})}}); },
-               {p, "cannot create", "No such file"});
+  expect_error(
+      [&] {
+        write_safetensors(p, {{"x", Tensor::from_floats({1}, {1})}});
+      },
+      {p, "cannot create", "No such file"});
   EXPECT_TRUE(dir_entries().empty());
 }
 

@@ -1,5 +1,8 @@
 #include "tests/support/op_cases.h"
 
+#include <sstream>
+
+#include "engine/frozen_linear.h"
 #include "engine/rng.h"
 
 namespace testing_support {
@@ -113,10 +116,9 @@ void rope_cases(CaseBuilder& b) {
 void attention_cases(CaseBuilder& b) {
   struct Dims { int64_t batch, seq, hq, hkv, d; };
   for (Dims d : {Dims{1, 1, 1, 1, 4}, Dims{1, 5, 2, 2, 8}, Dims{2, 7, 4, 2, 6}, Dims{1, 9, 6, 1, 5}}) {
-    std::string label = "B" + std::to_string(d.batch) + " T" + std::to_string(d.seq) + " Hq" +
-                        std::to_string(d.hq) + " Hkv" + std::to_string(d.hkv) + " D" +
-                        std::to_string(d.d);
-    b.add(label,
+    std::ostringstream label;  // (not operator+: GCC 12 raises a false -Wrestrict there)
+    label << "B" << d.batch << " T" << d.seq << " Hq" << d.hq << " Hkv" << d.hkv << " D" << d.d;
+    b.add(label.str(),
           {b.rand({d.batch, d.seq, d.hq, d.d}), b.rand({d.batch, d.seq, d.hkv, d.d}),
            b.rand({d.batch, d.seq, d.hkv, d.d})},
           {true, true, true}, d.seq * d.d);
@@ -135,6 +137,28 @@ void cross_entropy_cases(CaseBuilder& b) {
         {true, false}, 17);
 }
 
+void lora_linear_cases(CaseBuilder& b) {
+  struct Dims { int64_t rows, in, out, r; float p; };
+  for (Dims d : {Dims{5, 7, 6, 2, 0.0f}, Dims{9, 13, 11, 4, 0.25f}}) {
+    OpAttrs a;
+    a.frozen = std::make_shared<engine::DenseFrozenLinear>(b.rand({d.out, d.in}));
+    a.scale = 2.0f;
+    a.p = d.p;
+    a.seed = 5;
+    a.offset = 100;
+    std::ostringstream label;
+    label << "x [" << d.rows << "," << d.in << "] out " << d.out << " r " << d.r << " dropout " << d.p;
+    // B is random rather than PEFT's zeros so that every gradient path is exercised.
+    b.add(label.str(), {b.rand({d.rows, d.in}), b.rand({d.r, d.in}), b.rand({d.out, d.r})},
+          {true, true, true}, d.in + d.r, a);
+  }
+  OpAttrs a3;
+  a3.frozen = std::make_shared<engine::DenseFrozenLinear>(b.rand({4, 6}));
+  a3.scale = 0.5f;
+  b.add("x [2,3,6] batched", {b.rand({2, 3, 6}), b.rand({3, 6}), b.rand({4, 3})}, {true, true, true},
+        6 + 3, a3);
+}
+
 }  // namespace
 
 std::vector<OpCase> op_cases(OpId id, uint64_t seed) {
@@ -146,6 +170,7 @@ std::vector<OpCase> op_cases(OpId id, uint64_t seed) {
     case OpId::Attention: attention_cases(b); break;
     case OpId::Embedding: embedding_cases(b); break;
     case OpId::CrossEntropy: cross_entropy_cases(b); break;
+    case OpId::LoraLinear: lora_linear_cases(b); break;
     default: elementwise_cases(b, id); break;
   }
   return std::move(b.cases);
