@@ -1,14 +1,30 @@
 #include "models/llama.h"
 
+#include <map>
+
 #include "engine/autograd.h"
 #include "engine/nvtx.h"
 #include "engine/ops.h"
 
 namespace models {
 
-using engine::Shape;
 using engine::Tensor;
 namespace ops = engine::ops;
+
+std::vector<Linear*> LlamaLayer::linears() {
+  return {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj};
+}
+std::vector<const Linear*> LlamaLayer::linears() const {
+  return {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj};
+}
+
+namespace {
+std::string layer_prefix(size_t i) { return "model.layers." + std::to_string(i) + "."; }
+std::string linear_path(size_t index) {  // "self_attn.q_proj" / "mlp.gate_proj"
+  const std::string& name = all_linear_names()[index];
+  return (index < 4 ? "self_attn." : "mlp.") + name;
+}
+}  // namespace
 
 LlamaModel::LlamaModel(const LlamaConfig& config, uint64_t seed) : config_(config) {
   config_.validate();
@@ -18,57 +34,125 @@ LlamaModel::LlamaModel(const LlamaConfig& config, uint64_t seed) : config_(confi
   const LlamaConfig& c = config_;
   embed_tokens_ = weight(c.vocab, c.hidden);
   for (int64_t i = 0; i < c.layers; ++i) {
-    layers_.push_back({ones(c.hidden), ones(c.hidden), weight(c.q_dim(), c.hidden),
-                       weight(c.kv_dim(), c.hidden), weight(c.kv_dim(), c.hidden),
-                       weight(c.hidden, c.q_dim()), weight(c.intermediate, c.hidden),
-                       weight(c.intermediate, c.hidden), weight(c.hidden, c.intermediate)});
+    LlamaLayer l;
+    l.input_norm = ones(c.hidden);
+    l.post_attention_norm = ones(c.hidden);
+    l.q_proj.weight = weight(c.q_dim(), c.hidden);
+    l.k_proj.weight = weight(c.kv_dim(), c.hidden);
+    l.v_proj.weight = weight(c.kv_dim(), c.hidden);
+    l.o_proj.weight = weight(c.hidden, c.q_dim());
+    l.gate_proj.weight = weight(c.intermediate, c.hidden);
+    l.up_proj.weight = weight(c.intermediate, c.hidden);
+    l.down_proj.weight = weight(c.hidden, c.intermediate);
+    layers_.push_back(std::move(l));
   }
   final_norm_ = ones(c.hidden);
   lm_head_ = c.tie_embeddings ? embed_tokens_ : weight(c.vocab, c.hidden);
 }
 
-Tensor LlamaModel::layer_forward(const LlamaLayer& l, const Tensor& h) const {
-  const LlamaConfig& c = config_;
-  const int64_t batch = h.dim(0), seq = h.dim(1);
-  Tensor n = ops::rms_norm(h, l.input_norm, c.rms_norm_eps);
-  Tensor q = ops::reshape(ops::matmul(n, l.q_proj, false, true), {batch, seq, c.heads, c.head_dim});
-  Tensor k = ops::reshape(ops::matmul(n, l.k_proj, false, true), {batch, seq, c.kv_heads, c.head_dim});
-  Tensor v = ops::reshape(ops::matmul(n, l.v_proj, false, true), {batch, seq, c.kv_heads, c.head_dim});
-  Tensor attn = ops::attention(ops::rope(q, c.rope), ops::rope(k, c.rope), v);
-  attn = ops::reshape(attn, {batch, seq, c.q_dim()});
-  Tensor h1 = ops::add(h, ops::matmul(attn, l.o_proj, false, true));
-  Tensor m = ops::rms_norm(h1, l.post_attention_norm, c.rms_norm_eps);
-  Tensor mlp = ops::swiglu(ops::matmul(m, l.gate_proj, false, true),
-                           ops::matmul(m, l.up_proj, false, true));
-  return ops::add(h1, ops::matmul(mlp, l.down_proj, false, true));
+LlamaModel::LlamaModel(const LlamaConfig& config, const NamedTensors& weights,
+                       const std::string& source)
+    : config_(config) {
+  config_.validate();
+  init_layers_from(weights, source);
 }
 
-Tensor LlamaModel::hidden_states(const Tensor& ids, bool checkpoint_layers) const {
+void LlamaModel::init_layers_from(const NamedTensors& weights, const std::string& source) {
+  std::map<std::string, Tensor> by_name(weights.begin(), weights.end());
+  auto take = [&](const std::string& name, engine::Shape shape) {
+    auto it = by_name.find(name);
+    ENGINE_CHECK(it != by_name.end(), source, ": missing weight '", name, "'");
+    ENGINE_CHECK(it->second.shape() == shape, source, ": weight '", name, "' has shape ",
+                 it->second.shape().str(), ", expected ", shape.str());
+    Tensor t = it->second.dtype() == engine::DType::F32 ? it->second
+                                                         : it->second.to_dtype(engine::DType::F32);
+    by_name.erase(it);
+    return t;
+  };
+  const LlamaConfig& c = config_;
+  embed_tokens_ = take("model.embed_tokens.weight", {c.vocab, c.hidden});
+  layers_.clear();
+  for (int64_t i = 0; i < c.layers; ++i) {
+    const std::string p = layer_prefix(i);
+    LlamaLayer l;
+    l.input_norm = take(p + "input_layernorm.weight", {c.hidden});
+    l.post_attention_norm = take(p + "post_attention_layernorm.weight", {c.hidden});
+    const engine::Shape shapes[7] = {{c.q_dim(), c.hidden},       {c.kv_dim(), c.hidden},
+                                     {c.kv_dim(), c.hidden},      {c.hidden, c.q_dim()},
+                                     {c.intermediate, c.hidden}, {c.intermediate, c.hidden},
+                                     {c.hidden, c.intermediate}};
+    auto lin = l.linears();
+    for (size_t j = 0; j < lin.size(); ++j) lin[j]->weight = take(p + linear_path(j) + ".weight", shapes[j]);
+    layers_.push_back(std::move(l));
+  }
+  final_norm_ = take("model.norm.weight", {c.hidden});
+  lm_head_ = c.tie_embeddings ? embed_tokens_ : take("lm_head.weight", {c.vocab, c.hidden});
+  by_name.erase("lm_head.weight");  // tied checkpoints sometimes carry a copy
+  ENGINE_CHECK(by_name.empty(), source, ": unexpected weight '", by_name.begin()->first, "'");
+}
+
+void LlamaModel::freeze_base(BaseFormat format) {
+  for (LlamaLayer& l : layers_)
+    for (Linear* lin : l.linears()) lin->freeze(format);
+  for (auto& [name, t] : named_parameters()) Tensor(t).set_requires_grad(false);
+}
+
+void LlamaModel::add_lora(const LoraConfig& lora, uint64_t seed) {
+  lora.validate();
+  engine::Generator gen(seed);
+  for (LlamaLayer& l : layers_) {
+    auto lin = l.linears();
+    for (size_t j = 0; j < lin.size(); ++j)
+      for (const std::string& t : lora.targets)
+        if (t == all_linear_names()[j]) lin[j]->add_lora(lora.r, lora.scaling(), lora.dropout, gen);
+  }
+}
+
+Tensor LlamaModel::layer_forward(size_t index, const Tensor& h, const ForwardOptions& o) const {
+  const LlamaConfig& c = config_;
+  const LlamaLayer& l = layers_[index];
+  const int64_t batch = h.dim(0), seq = h.dim(1);
+  // Each linear of each layer draws its dropout mask from its own Philox key.
+  auto seed = [&](int j) { return o.dropout_seed * 1000003ull + index * 8 + j; };
+  Tensor n = ops::rms_norm(h, l.input_norm, c.rms_norm_eps);
+  Tensor q = ops::reshape(l.q_proj.forward(n, o.train, seed(0)), {batch, seq, c.heads, c.head_dim});
+  Tensor k = ops::reshape(l.k_proj.forward(n, o.train, seed(1)), {batch, seq, c.kv_heads, c.head_dim});
+  Tensor v = ops::reshape(l.v_proj.forward(n, o.train, seed(2)), {batch, seq, c.kv_heads, c.head_dim});
+  Tensor attn = ops::attention(ops::rope(q, c.rope), ops::rope(k, c.rope), v);
+  attn = ops::reshape(attn, {batch, seq, c.q_dim()});
+  Tensor h1 = ops::add(h, l.o_proj.forward(attn, o.train, seed(3)));
+  Tensor m = ops::rms_norm(h1, l.post_attention_norm, c.rms_norm_eps);
+  Tensor mlp = ops::swiglu(l.gate_proj.forward(m, o.train, seed(4)),
+                           l.up_proj.forward(m, o.train, seed(5)));
+  return ops::add(h1, l.down_proj.forward(mlp, o.train, seed(6)));
+}
+
+Tensor LlamaModel::hidden_states(const Tensor& ids, const ForwardOptions& o) const {
   ENGINE_CHECK(ids.rank() == 2, "model input ids must be [batch, seq], got ", ids.str());
   Tensor h = ops::embedding(ids, embed_tokens_);
-  for (const LlamaLayer& layer : layers_) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
     engine::NvtxRange range("layer");
-    if (checkpoint_layers) {
-      auto fn = [this, &layer](const std::vector<Tensor>& in) {
-        return std::vector<Tensor>{layer_forward(layer, in[0])};
+    if (o.checkpoint_layers) {
+      auto fn = [this, i, o](const std::vector<Tensor>& in) {
+        return std::vector<Tensor>{layer_forward(i, in[0], o)};
       };
       h = engine::checkpoint(fn, {h})[0];
     } else {
-      h = layer_forward(layer, h);
+      h = layer_forward(i, h, o);
     }
   }
   return ops::rms_norm(h, final_norm_, config_.rms_norm_eps);
 }
 
 Tensor LlamaModel::logits(const Tensor& ids) const {
-  return ops::matmul(hidden_states(ids, false), lm_head_, false, true);
+  return ops::matmul(hidden_states(ids, {}), lm_head_, false, true);
 }
 
-Tensor LlamaModel::loss(const Tensor& ids, const Tensor& labels, bool checkpoint_layers) const {
+Tensor LlamaModel::loss(const Tensor& ids, const Tensor& labels, const ForwardOptions& o) const {
   ENGINE_CHECK(labels.shape() == ids.shape(), "labels ", labels.str(), " do not match ids ",
                ids.str());
   const int64_t batch = ids.dim(0), seq = ids.dim(1);
-  Tensor h = hidden_states(ids, checkpoint_layers);
+  Tensor h = hidden_states(ids, o);
   Tensor logits = ops::matmul(ops::reshape(h, {batch * seq, config_.hidden}), lm_head_, false, true);
   // Position t predicts token t+1: targets are the labels shifted left, the last
   // position of each row gets -100.
@@ -78,30 +162,50 @@ Tensor LlamaModel::loss(const Tensor& ids, const Tensor& labels, bool checkpoint
   return ops::cross_entropy(logits, Tensor::from_ints(shifted, {batch * seq}));
 }
 
-std::vector<std::pair<std::string, Tensor>> LlamaModel::named_parameters() const {
-  std::vector<std::pair<std::string, Tensor>> out{{"model.embed_tokens.weight", embed_tokens_}};
+NamedTensors LlamaModel::named_parameters() const {
+  NamedTensors out{{"model.embed_tokens.weight", embed_tokens_}};
   for (size_t i = 0; i < layers_.size(); ++i) {
     const LlamaLayer& l = layers_[i];
-    std::string p = "model.layers." + std::to_string(i) + ".";
-    out.insert(out.end(), {{p + "input_layernorm.weight", l.input_norm},
-                           {p + "self_attn.q_proj.weight", l.q_proj},
-                           {p + "self_attn.k_proj.weight", l.k_proj},
-                           {p + "self_attn.v_proj.weight", l.v_proj},
-                           {p + "self_attn.o_proj.weight", l.o_proj},
-                           {p + "post_attention_layernorm.weight", l.post_attention_norm},
-                           {p + "mlp.gate_proj.weight", l.gate_proj},
-                           {p + "mlp.up_proj.weight", l.up_proj},
-                           {p + "mlp.down_proj.weight", l.down_proj}});
+    const std::string p = layer_prefix(i);
+    out.push_back({p + "input_layernorm.weight", l.input_norm});
+    out.push_back({p + "post_attention_layernorm.weight", l.post_attention_norm});
+    auto lin = l.linears();
+    for (size_t j = 0; j < lin.size(); ++j)
+      if (lin[j]->weight.defined()) out.push_back({p + linear_path(j) + ".weight", lin[j]->weight});
   }
   out.push_back({"model.norm.weight", final_norm_});
   if (!config_.tie_embeddings) out.push_back({"lm_head.weight", lm_head_});
   return out;
 }
 
-std::vector<Tensor> LlamaModel::parameters() const {
-  std::vector<Tensor> out;
-  for (auto& [name, t] : named_parameters()) out.push_back(t);
+NamedTensors LlamaModel::lora_parameters() const {
+  NamedTensors out;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    auto lin = layers_[i].linears();
+    for (size_t j = 0; j < lin.size(); ++j) {
+      if (!lin[j]->adapted()) continue;
+      const std::string p = "base_model.model." + layer_prefix(i) + linear_path(j);
+      out.push_back({p + ".lora_A.weight", lin[j]->lora_a});
+      out.push_back({p + ".lora_B.weight", lin[j]->lora_b});
+    }
+  }
   return out;
+}
+
+std::vector<Tensor> LlamaModel::trainable_parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [name, t] : named_parameters())
+    if (t.requires_grad()) out.push_back(t);
+  for (auto& [name, t] : lora_parameters()) out.push_back(t);
+  return out;
+}
+
+size_t LlamaModel::frozen_bytes() const {
+  size_t total = 0;
+  for (const LlamaLayer& l : layers_)
+    for (const Linear* lin : l.linears())
+      if (lin->frozen) total += lin->frozen->nbytes();
+  return total;
 }
 
 }  // namespace models

@@ -1,46 +1,74 @@
 // The Llama decoder on the engine's ops (Hugging Face layout and semantics):
 //   h = embed(ids)
-//   per layer:  h = h + o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n))),
-//               n = rms_norm(h, input_layernorm)
-//               h = h + down(swiglu(gate(m), up(m))),  m = rms_norm(h, post_attention_layernorm)
+//   per layer:  n = rms_norm(h, input_layernorm)
+//               h = h + o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n)))
+//               m = rms_norm(h, post_attention_layernorm)
+//               h = h + down_proj(swiglu(gate_proj(m), up_proj(m)))
 //   logits = lm_head(rms_norm(h, norm)); loss = cross_entropy(logits[t], labels[t+1])
-// Each layer can run under gradient checkpointing (only its input is kept).
+// The seven linears of each layer are models::Linear: dense (full training), or a
+// frozen f32/NF4 base with optional LoRA adapters (QLoRA). Each layer can run under
+// gradient checkpointing, keeping only its input.
 #pragma once
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "engine/rng.h"
+#include "models/linear.h"
 #include "models/llama_config.h"
+#include "models/lora.h"
 
 namespace models {
 
 struct LlamaLayer {
-  engine::Tensor input_norm, post_attention_norm;       // [hidden]
-  engine::Tensor q_proj, k_proj, v_proj, o_proj;        // [out, in], HF layout
-  engine::Tensor gate_proj, up_proj, down_proj;
+  engine::Tensor input_norm, post_attention_norm;  // [hidden]
+  Linear q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+  // The linears in all_linear_names() order.
+  std::vector<Linear*> linears();
+  std::vector<const Linear*> linears() const;
 };
+
+struct ForwardOptions {
+  bool checkpoint_layers = false;
+  bool train = false;          // enables LoRA dropout
+  uint64_t dropout_seed = 0;   // vary per step: masks are a function of it
+};
+
+using NamedTensors = std::vector<std::pair<std::string, engine::Tensor>>;
 
 class LlamaModel {
  public:
-  // Random initialisation (normal, std 0.02; norms at 1), fp32 on the CPU.
+  // Random initialisation (normal, std 0.02; norms at 1), dense f32 on the CPU.
   LlamaModel(const LlamaConfig& config, uint64_t seed);
+  // Weights by Hugging Face name (model.embed_tokens.weight, ...), f32 on the CPU.
+  // Every weight of the architecture must be present with its exact shape.
+  LlamaModel(const LlamaConfig& config, const NamedTensors& weights, const std::string& source);
+
+  // Freezes every weight; the decoder linears move to `format` (NF4 or f32).
+  void freeze_base(BaseFormat format);
+  // Adds LoRA adapters to the targeted linears (after freeze_base).
+  void add_lora(const LoraConfig& lora, uint64_t seed);
 
   // Mean next-token loss over positions whose shifted label is not -100.
   // ids, labels: i32 [batch, seq]; labels aligned with ids (HF convention).
   engine::Tensor loss(const engine::Tensor& ids, const engine::Tensor& labels,
-                      bool checkpoint_layers = false) const;
-  // logits [batch, seq, vocab] for inspection and evaluation.
+                      const ForwardOptions& options = {}) const;
+  // logits [batch, seq, vocab] (evaluation; dropout off, nothing checkpointed).
   engine::Tensor logits(const engine::Tensor& ids) const;
 
-  // Every weight with its Hugging Face name.
-  std::vector<std::pair<std::string, engine::Tensor>> named_parameters() const;
-  std::vector<engine::Tensor> parameters() const;
+  NamedTensors named_parameters() const;        // the dense weights, HF names
+  std::vector<engine::Tensor> trainable_parameters() const;
+  // LoRA factors under PEFT names: base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight
+  NamedTensors lora_parameters() const;
+  // Frozen base bytes (decoder linears) and LoRA parameter count, for reports.
+  size_t frozen_bytes() const;
   const LlamaConfig& config() const { return config_; }
+  const std::vector<LlamaLayer>& layers() const { return layers_; }
 
  private:
-  engine::Tensor hidden_states(const engine::Tensor& ids, bool checkpoint_layers) const;
-  engine::Tensor layer_forward(const LlamaLayer& layer, const engine::Tensor& h) const;
+  void init_layers_from(const NamedTensors& weights, const std::string& source);
+  engine::Tensor hidden_states(const engine::Tensor& ids, const ForwardOptions& options) const;
+  engine::Tensor layer_forward(size_t index, const engine::Tensor& h,
+                               const ForwardOptions& options) const;
 
   LlamaConfig config_;
   engine::Tensor embed_tokens_, final_norm_, lm_head_;

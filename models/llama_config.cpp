@@ -13,6 +13,14 @@ void LlamaConfig::validate() const {
   ENGINE_CHECK(head_dim % 2 == 0, "model config: head_dim ", head_dim, " must be even for RoPE");
 }
 
+int64_t parameter_count(const LlamaConfig& c) {
+  const int64_t embedding = c.vocab * c.hidden;
+  const int64_t attention = c.hidden * c.q_dim() + 2 * c.hidden * c.kv_dim() + c.q_dim() * c.hidden;
+  const int64_t mlp = 3 * c.hidden * c.intermediate;
+  const int64_t layer = attention + mlp + 2 * c.hidden;
+  return embedding + c.layers * layer + c.hidden + (c.tie_embeddings ? 0 : embedding);
+}
+
 LlamaConfig preset(const std::string& name) {
   LlamaConfig c;
   if (name == "tiny") {

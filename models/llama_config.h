@@ -19,12 +19,17 @@ struct LlamaConfig {
   float rms_norm_eps = 1e-5f;  // rms_norm_eps
   engine::RopeConfig rope;     // rope_theta, rope_scaling
   bool tie_embeddings = false; // tie_word_embeddings
+  std::string torch_dtype;     // torch_dtype or dtype, as written ("bfloat16"); empty if absent
 
   // Throws engine::Error naming the first inconsistent field.
   void validate() const;
   int64_t q_dim() const { return heads * head_dim; }
   int64_t kv_dim() const { return kv_heads * head_dim; }
 };
+
+// Number of weights: embedding, per layer the 7 linears and 2 norms, the final norm, and
+// lm_head unless tied to the embedding (Llama-3-8B: 8,030,261,248).
+int64_t parameter_count(const LlamaConfig& config);
 
 // "tiny" (tests and the demo), "llama3-8b", "llama3-70b".
 LlamaConfig preset(const std::string& name);

@@ -64,8 +64,8 @@ Eval evaluate(const models::LlamaModel& model, const Batch& b) {
 
 int run(int steps) {
   models::LlamaModel model(models::preset("tiny"), /*seed=*/1);
-  std::vector<Tensor> params = model.parameters();
-  for (Tensor& p : params) p.set_requires_grad(true);
+  std::vector<Tensor> params;
+  for (auto& [name, p] : model.named_parameters()) params.push_back(p.set_requires_grad(true));
   engine::optim::AdamW opt(params, {.lr = 3e-3f, .weight_decay = 0.0f});
   engine::Generator train_gen(11), eval_gen(12345);
   Batch held_out = make_batch(64, eval_gen);
@@ -75,7 +75,7 @@ int run(int steps) {
               100 * before.accuracy);
   for (int step = 1; step <= steps; ++step) {
     Batch b = make_batch(16, train_gen);
-    Tensor loss = model.loss(b.ids, b.labels, /*checkpoint_layers=*/true);
+    Tensor loss = model.loss(b.ids, b.labels, {.checkpoint_layers = true});
     engine::backward(loss);
     engine::optim::clip_grad_norm(params, 1.0f);
     opt.step();
