@@ -1,5 +1,6 @@
 #include "models/llama.h"
 
+#include <cmath>
 #include <map>
 
 #include "engine/autograd.h"
@@ -29,10 +30,14 @@ std::string linear_path(size_t index) {  // "self_attn.q_proj" / "mlp.gate_proj"
 LlamaModel::LlamaModel(const LlamaConfig& config, uint64_t seed) : config_(config) {
   config_.validate();
   engine::Generator gen(seed);
-  auto weight = [&](int64_t out, int64_t in) { return engine::normal({out, in}, 0.0f, 0.02f, gen); };
+  // LeCun-normal linears (std 1/sqrt(in)) keep activations and logits at unit scale,
+  // so a random base is a usable starting point for LoRA in tests and the demo.
+  auto weight = [&](int64_t out, int64_t in) {
+    return engine::normal({out, in}, 0.0f, 1.0f / std::sqrt(static_cast<float>(in)), gen);
+  };
   auto ones = [&](int64_t n) { return Tensor::full({n}, 1.0f); };
   const LlamaConfig& c = config_;
-  embed_tokens_ = weight(c.vocab, c.hidden);
+  embed_tokens_ = engine::normal({c.vocab, c.hidden}, 0.0f, 1.0f, gen);
   for (int64_t i = 0; i < c.layers; ++i) {
     LlamaLayer l;
     l.input_norm = ones(c.hidden);

@@ -37,7 +37,7 @@ using NamedTensors = std::vector<std::pair<std::string, engine::Tensor>>;
 
 class LlamaModel {
  public:
-  // Random initialisation (normal, std 0.02; norms at 1), dense f32 on the CPU.
+  // Random initialisation (embedding N(0, 1), linears N(0, 1/in), norms at 1), f32 CPU.
   LlamaModel(const LlamaConfig& config, uint64_t seed);
   // Weights by Hugging Face name (model.embed_tokens.weight, ...), f32 on the CPU.
   // Every weight of the architecture must be present with its exact shape.

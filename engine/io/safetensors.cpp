@@ -1,5 +1,6 @@
-// Safetensors reader (mmap + full header validation), sharded-model index, and atomic
-// writer. See safetensors.h for the format and the error conventions.
+// Safetensors reader (mmap + full header validation), sharded-model index, and the dtype
+// name mapping; the writer is in safetensors_writer.cpp. See safetensors.h for the format
+// and the error conventions.
 #include "engine/io/safetensors.h"
 
 #include <fcntl.h>
@@ -12,7 +13,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <system_error>
@@ -502,110 +502,5 @@ std::span<const uint8_t> SafetensorsIndex::bytes(const std::string& name) const 
 }
 
 Tensor SafetensorsIndex::load(const std::string& name) const { return file(name).load(name); }
-
-// ---------------------------------------------------------------------------------------
-// Writer
-
-namespace {
-
-// Removes the temporary file unless the write was committed (renamed into place).
-struct TempFile {
-  std::string path;
-  int fd = -1;
-  bool committed = false;
-  ~TempFile() {
-    if (fd >= 0) ::close(fd);
-    if (!committed) ::unlink(path.c_str());
-  }
-};
-
-void write_all(int fd, const void* data, size_t size, const std::function<void(int)>& on_error) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    // Linux writes at most ~2 GiB per call; a short write just continues.
-    ssize_t n = ::write(fd, p, std::min<size_t>(size, size_t{1} << 30));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) on_error(n < 0 ? errno : EIO);
-    p += n;
-    size -= static_cast<size_t>(n);
-  }
-}
-
-}  // namespace
-
-void write_safetensors(const std::string& path,
-                       const std::vector<std::pair<std::string, Tensor>>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
-  auto fail = [&](const std::string& what, const std::string& tensor = {}) {
-    throw Error(message(path, what, tensor));
-  };
-
-  // Everything that can be checked is checked before a byte is written.
-  std::unordered_set<std::string> seen;
-  for (const auto& [name, t] : tensors) {
-    if (name == kMetadataKey) fail("'__metadata__' is reserved and cannot name a tensor");
-    if (!seen.insert(name).second) fail("duplicate tensor name", name);
-    if (!t.defined()) fail("undefined tensor", name);
-    if (t.dtype() == DType::NF4)
-      fail("NF4 has no safetensors dtype: store the packed bytes as U8", name);
-  }
-
-  ojson header = ojson::object();
-  if (!metadata.empty()) {
-    ojson meta = ojson::object();
-    for (const auto& [k, v] : metadata) meta[k] = v;
-    header[kMetadataKey] = std::move(meta);
-  }
-  uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    ojson shape = ojson::array();
-    for (int i = 0; i < t.rank(); ++i) shape.push_back(t.dim(i));
-    ojson entry = ojson::object();
-    entry["dtype"] = safetensors_dtype_name(t.dtype());
-    entry["shape"] = std::move(shape);
-    entry["data_offsets"] = ojson::array({offset, offset + t.nbytes()});
-    header[name] = std::move(entry);
-    offset += t.nbytes();
-  }
-  std::string text;
-  try {
-    text = header.dump();
-  } catch (const ojson::type_error&) {
-    fail("tensor names and metadata must be valid UTF-8");
-  }
-  text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned
-  const uint64_t n = text.size();
-
-  TempFile tmp{path + ".tmp." + std::to_string(::getpid())};
-  auto io_fail = [&](const char* action, int err) {
-    fail(std::string("cannot ") + action + " '" + tmp.path + "': " + errno_text(err));
-  };
-  tmp.fd = ::open(tmp.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (tmp.fd < 0) {
-    int err = errno;
-    tmp.committed = true;  // nothing was created, so there is nothing to remove
-    io_fail("create", err);
-  }
-  auto on_write_error = [&](int err) { io_fail("write", err); };
-  write_all(tmp.fd, &n, 8, on_write_error);
-  write_all(tmp.fd, text.data(), text.size(), on_write_error);
-  for (const auto& [name, t] : tensors) {
-    const Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
-    if (host.nbytes()) write_all(tmp.fd, host.raw_data(), host.nbytes(), on_write_error);
-  }
-  if (::fsync(tmp.fd) != 0) io_fail("flush", errno);
-  int fd = std::exchange(tmp.fd, -1);
-  if (::close(fd) != 0) io_fail("close", errno);
-  if (::rename(tmp.path.c_str(), path.c_str()) != 0) io_fail("rename", errno);
-  tmp.committed = true;
-
-  // Make the rename itself durable; the file is complete either way, so this is best effort.
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
-}
 
 }  // namespace engine::io

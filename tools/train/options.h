@@ -1,0 +1,46 @@
+// train70b's command line: every flag with its default, parsed with CLI11.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace train {
+
+struct TrainOptions {
+  bool demo = false;              // built-in model and task; ignores --model/--dataset
+  std::string model = "tiny";     // HF model directory or preset (tiny, llama3-8b, llama3-70b)
+  std::string dataset;            // JSONL: text | prompt+completion | input_ids(+labels) | messages
+  std::string output = "train70b-out";
+  // LoRA (PEFT conventions).
+  int64_t lora_r = 16;
+  float lora_alpha = 32.0f;
+  float lora_dropout = 0.05f;
+  std::string lora_targets = "all-linear";
+  bool rslora = false;
+  std::string base_format = "nf4";  // nf4 | f32
+  // Optimisation.
+  float lr = 1e-4f;
+  int64_t epochs = 3;
+  int64_t max_steps = 0;          // 0: epochs decide
+  int64_t batch_size = 4;         // sequences per micro-batch
+  int64_t grad_accum = 1;         // micro-batches per optimizer step
+  int64_t max_seq_len = 512;
+  std::string schedule = "constant";
+  float warmup_ratio = 0.03f;
+  float weight_decay = 0.0f;
+  float max_grad_norm = 0.3f;
+  bool checkpoint_layers = true;
+  // Evaluation and logging.
+  float eval_fraction = 0.1f;
+  int64_t log_every = 10;
+  uint64_t seed = 42;
+};
+
+// Parses argv. Returns nullopt when the program should exit with `exit_code`
+// (after --help, or after a one-line error already printed to stderr).
+std::optional<TrainOptions> parse_options(int argc, char** argv, int* exit_code);
+
+// Checks values CLI11 cannot (ranges, known names); throws engine::Error, one line.
+void validate(const TrainOptions& options);
+
+}  // namespace train

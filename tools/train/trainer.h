@@ -1,0 +1,26 @@
+// The train70b pipeline: load the model (HF directory or preset) and dataset,
+// quantize the frozen base, add LoRA, evaluate the held-out split, train with
+// AdamW, evaluate again, write the PEFT adapter and metrics.jsonl. Everything the
+// user supplied is validated before the output directory is touched.
+#pragma once
+#include <ostream>
+
+#include "tools/train/options.h"
+
+namespace train {
+
+struct EvalResult {
+  double loss = 0;       // mean over counted target tokens
+  double accuracy = 0;   // greedy next-token accuracy over the same tokens
+  int64_t tokens = 0;
+};
+
+struct RunSummary {
+  EvalResult before, after;
+  int64_t steps = 0;
+};
+
+// Throws engine::Error (one line) on bad input; progress goes to `log`.
+RunSummary run_training(const TrainOptions& options, std::ostream& log);
+
+}  // namespace train
