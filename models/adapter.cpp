@@ -1,5 +1,6 @@
 #include "models/adapter.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -15,6 +16,8 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
+// Floats written as the short decimals a user typed (0.05, not 0.05000000074505806).
+double decimal(float x) { return std::round(double(x) * 1e6) / 1e6; }
 const char* kConfigFile = "adapter_config.json";
 const char* kWeightsFile = "adapter_model.safetensors";
 }  // namespace
@@ -31,8 +34,8 @@ void write_peft_adapter(const std::string& dir, const LlamaModel& model, const L
       {"task_type", "CAUSAL_LM"},
       {"base_model_name_or_path", base_model_name},
       {"r", lora.r},
-      {"lora_alpha", lora.alpha},
-      {"lora_dropout", lora.dropout},
+      {"lora_alpha", decimal(lora.alpha)},
+      {"lora_dropout", decimal(lora.dropout)},
       {"target_modules", lora.targets},
       {"bias", "none"},
       {"use_rslora", lora.use_rslora},
