@@ -20,10 +20,12 @@ void* Allocator::allocate(size_t bytes) {
   std::lock_guard<std::mutex> lock(mutex_);
   void* p = system_allocate(bytes);
   if (!p)
-    throw OutOfBudget(detail::concat("out of ", device().str(), " memory budget: requested ",
-                                     format_bytes(bytes), " with ", format_bytes(stats_.in_use),
-                                     " in use, ", format_bytes(stats_.reserved), " reserved, budget ",
-                                     stats_.budget ? format_bytes(stats_.budget) : "unlimited"));
+    throw OutOfBudget(detail::concat(
+        stats_.budget ? "out of " + device().str() + " memory budget"
+                      : "out of " + device().str() + " memory (the device refused)",
+        ": requested ", format_bytes(bytes), " with ", format_bytes(stats_.in_use), " in use, ",
+        format_bytes(stats_.reserved), " reserved, budget ",
+        stats_.budget ? format_bytes(stats_.budget) : "unlimited"));
   stats_.in_use += bytes;
   stats_.allocations += 1;
   if (stats_.in_use > stats_.peak) stats_.peak = stats_.in_use;

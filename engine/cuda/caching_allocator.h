@@ -3,9 +3,9 @@
 //
 // Policy
 // - A request is rounded up to its size class (caching_size_class): a multiple of
-//   512 B below 1 MiB, a multiple of 2 MiB from 1 MiB on. Rounding bounds the waste
-//   (< 512 B, or < 2 MiB on blocks of at least 1 MiB) and makes blocks of repeated
-//   shapes interchangeable.
+//   512 B up to 1 MiB, a multiple of 2 MiB above. Rounding bounds the waste (< 512 B,
+//   or < 2 MiB on blocks above 1 MiB) and makes blocks of repeated shapes
+//   interchangeable. Every class is its own class (the function is idempotent).
 // - A released block goes on the free list of its class; the next request of the
 //   same class reuses it without calling cudaMalloc (exact-class reuse: no
 //   splitting or merging, so a block's class is a pure function of the byte count
@@ -34,13 +34,13 @@
 
 namespace engine::cuda {
 
-inline constexpr size_t kSmallBlockQuantum = 512;           // classes below kLargeBlockThreshold
+inline constexpr size_t kSmallBlockQuantum = 512;           // requests <= kLargeBlockThreshold
 inline constexpr size_t kLargeBlockThreshold = 1ull << 20;  // 1 MiB
 inline constexpr size_t kLargeBlockQuantum = 2ull << 20;    // 2 MiB
 
 // The size of the block that serves a request of `bytes` (> 0). Pure: no CUDA.
 constexpr size_t caching_size_class(size_t bytes) {
-  size_t q = bytes < kLargeBlockThreshold ? kSmallBlockQuantum : kLargeBlockQuantum;
+  size_t q = bytes <= kLargeBlockThreshold ? kSmallBlockQuantum : kLargeBlockQuantum;
   return (bytes + q - 1) / q * q;
 }
 

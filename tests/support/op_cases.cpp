@@ -51,9 +51,10 @@ void matmul_cases(CaseBuilder& b) {
   }
   OpAttrs tb;
   tb.transpose_b = true;
+  // Reduction lengths: forward K; dW of a shared W sums over all 2*3*5 rows.
   b.add("batched x@W^T shared W [2,3,5,7]x[4,7]", {b.rand({2, 3, 5, 7}), b.rand({4, 7})},
-        {true, true}, 7, tb);
-  b.add("batched [2,3,4]x[2,4,5]", {b.rand({2, 3, 4}), b.rand({2, 4, 5})}, {true, true}, 4);
+        {true, true}, 30, tb);
+  b.add("batched [2,3,4]x[2,4,5]", {b.rand({2, 3, 4}), b.rand({2, 4, 5})}, {true, true}, 5);
 }
 
 void elementwise_cases(CaseBuilder& b, OpId id) {
