@@ -19,6 +19,16 @@ class OutOfBudget : public Error {
   using Error::Error;
 };
 
+// `s` with control characters (and, if asked, non-ASCII bytes) replaced by '?', so
+// that an error quoting names or bytes from a user's file stays one printable line.
+inline std::string one_line(std::string s, bool mask_non_ascii = false) {
+  for (char& c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f || (mask_non_ascii && u > 0x7f)) c = '?';
+  }
+  return s;
+}
+
 namespace detail {
 template <class... Args>
 std::string concat(Args&&... args) {

@@ -19,15 +19,8 @@ namespace models {
 namespace {
 
 using json = nlohmann::json;
+using engine::one_line;
 
-// Error text may quote file bytes: keep it one printable line.
-std::string one_line(std::string s) {
-  for (char& c : s) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u >= 0x7f) c = '?';
-  }
-  return s;
-}
 
 std::string excerpt(const json& v) {
   std::string s = v.dump();
@@ -52,7 +45,7 @@ class LineReader {
       : path_(path), line_(line), tok_(tokenizer) {}
 
   [[noreturn]] void fail(const std::string& problem) const {
-    throw engine::Error(path_ + ":" + std::to_string(line_) + ": " + one_line(problem));
+    throw engine::Error(path_ + ":" + std::to_string(line_) + ": " + one_line(problem, true));
   }
 
   Example read(const json& obj) const {

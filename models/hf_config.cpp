@@ -17,15 +17,8 @@ namespace models {
 namespace {
 
 using json = nlohmann::json;
+using engine::one_line;
 
-// Error text may quote file bytes: keep it one printable line.
-std::string one_line(std::string s) {
-  for (char& c : s) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u >= 0x7f) c = '?';
-  }
-  return s;
-}
 
 // Reads and checks the fields of one config.json; every error names the file first.
 class ConfigReader {
@@ -33,7 +26,7 @@ class ConfigReader {
   ConfigReader(std::string path, const json& root) : path_(std::move(path)), root_(root) {}
 
   [[noreturn]] void fail(const std::string& problem) const {
-    throw engine::Error(path_ + ": " + one_line(problem));
+    throw engine::Error(path_ + ": " + one_line(problem, true));
   }
 
   // The value at `key` in `obj` (named `where` in messages), or nullptr when absent or null.
@@ -254,7 +247,7 @@ LlamaConfig load_hf_config(const std::string& path) {
     std::string reason = e.what();
     if (size_t p = reason.find(": "); p != std::string::npos) reason = reason.substr(p + 2);
     throw engine::Error(path + ": invalid JSON at line " + std::to_string(line) + ", column " +
-                        std::to_string(column) + ": " + one_line(reason));
+                        std::to_string(column) + ": " + one_line(reason, true));
   }
   return ConfigReader(path, root).read();
 }

@@ -4,36 +4,11 @@
 // transposed cases follow by swapping roles, and a 2-D B shared across batches
 // sums its gradient over the batch.
 #include "engine/cpu/ops.h"
+#include "engine/matmul_shape.h"
 
 namespace engine::cpu {
 
 namespace {
-
-struct MatmulDims {
-  int64_t batch, m, k, n;
-  bool b_shared;  // B is 2-D and used by every batch of A
-};
-
-MatmulDims matmul_dims(const Shape& a, const Shape& b, bool ta, bool tb) {
-  ENGINE_CHECK(a.rank() >= 2 && b.rank() >= 2, "matmul: operands need rank >= 2, got ",
-               a.str(), " and ", b.str());
-  MatmulDims d;
-  d.m = ta ? a[-1] : a[-2];
-  d.k = ta ? a[-2] : a[-1];
-  int64_t kb = tb ? b[-1] : b[-2];
-  d.n = tb ? b[-2] : b[-1];
-  ENGINE_CHECK(d.k == kb, "matmul: inner dimensions differ: ", a.str(), (ta ? "^T" : ""), " @ ",
-               b.str(), (tb ? "^T" : ""));
-  d.batch = 1;
-  for (int i = 0; i < a.rank() - 2; ++i) d.batch *= a[i];
-  d.b_shared = b.rank() == 2;
-  if (!d.b_shared) {
-    ENGINE_CHECK(b.rank() == a.rank(), "matmul: batch ranks differ: ", a.str(), " and ", b.str());
-    for (int i = 0; i < a.rank() - 2; ++i)
-      ENGINE_CHECK(a[i] == b[i], "matmul: batch dims differ: ", a.str(), " and ", b.str());
-  }
-  return d;
-}
 
 // out[b] (+)= op(x[b]) @ op(y[b]) for plain row-major buffers; element (r, c) of a
 // [rows, cols] matrix stored transposed sits at c * rows + r.

@@ -22,12 +22,7 @@ std::string errno_text(int err) { return std::error_code(err, std::generic_categ
 
 // "<path>: <what>" on one line (a path may legally hold control characters).
 std::string message(const std::string& path, const std::string& what) {
-  std::string s = path + ": " + what;
-  for (char& c : s) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) c = '?';
-  }
-  return s;
+  return one_line(path + ": " + what);
 }
 
 }  // namespace

@@ -62,15 +62,6 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-// Error text quotes names and bytes from the file ("a\nb" is a legal tensor name): keep it
-// one line. `ascii` also masks non-ASCII bytes, for quotes of possibly invalid UTF-8.
-std::string one_line(std::string s, bool ascii = false) {
-  for (char& c : s) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f || (ascii && u > 0x7f)) c = '?';
-  }
-  return s;
-}
 
 // "<file>: <what> (tensor '<name>')", the form of every error here.
 std::string message(const std::string& file, const std::string& what,

@@ -25,12 +25,7 @@ constexpr const char* kMetadataKey = "__metadata__";
 // "<file>: <what> (tensor '<name>')" on one line, as the reader reports errors.
 std::string message(const std::string& file, const std::string& what,
                     const std::string& tensor = {}) {
-  std::string s = file + ": " + (tensor.empty() ? what : what + " (tensor '" + tensor + "')");
-  for (char& c : s) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) c = '?';
-  }
-  return s;
+  return one_line(file + ": " + (tensor.empty() ? what : what + " (tensor '" + tensor + "')"));
 }
 
 }  // namespace
