@@ -11,4 +11,8 @@ Tensor DenseFrozenLinear::dequantize(DType dtype, Device device) const {
   return w.dtype() == dtype ? w : w.to_dtype(dtype);
 }
 
+std::shared_ptr<FrozenLinear> DenseFrozenLinear::to(Device device) const {
+  return std::make_shared<DenseFrozenLinear>(weight_.to(device));
+}
+
 }  // namespace engine

@@ -19,6 +19,13 @@ class FrozenLinear {
   // Bytes this weight occupies where it lives.
   virtual size_t nbytes() const = 0;
   virtual const char* format() const = 0;  // "f32", "bf16", "nf4"
+  virtual Device device() const = 0;
+  // The same weight moved to `device` (a copy; *this is unchanged).
+  virtual std::shared_ptr<FrozenLinear> to(Device device) const = 0;
+  // y = x W^T computed straight from the stored format, without materialising W,
+  // when the format has a kernel for this input (NF4 on CUDA for at most 64 rows).
+  // Returns an undefined tensor when it has none; callers then dequantize and GEMM.
+  virtual Tensor matmul_direct(const Tensor& /*x*/) const { return Tensor(); }
 };
 
 // An unquantized frozen weight (f32 or bf16).
@@ -30,6 +37,8 @@ class DenseFrozenLinear final : public FrozenLinear {
   Tensor dequantize(DType dtype, Device device) const override;
   size_t nbytes() const override { return weight_.nbytes(); }
   const char* format() const override { return dtype_name(weight_.dtype()); }
+  Device device() const override { return weight_.device(); }
+  std::shared_ptr<FrozenLinear> to(Device device) const override;
   const Tensor& weight() const { return weight_; }
 
  private:

@@ -19,4 +19,16 @@ Tensor Nf4FrozenLinear::dequantize(DType dtype, Device device) const {
   return device.is_cpu() ? w : w.to(device);
 }
 
+std::shared_ptr<FrozenLinear> Nf4FrozenLinear::to(Device device) const {
+  Nf4Weight w = weight_;
+  auto move = [&](Tensor& t) {
+    if (t.defined()) t = t.to(device);
+  };
+  move(w.packed);
+  move(w.absmax_q);
+  move(w.nested_absmax);
+  move(w.absmax);
+  return std::make_shared<Nf4FrozenLinear>(std::move(w));
+}
+
 }  // namespace engine::quant

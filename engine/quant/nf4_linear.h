@@ -17,6 +17,8 @@ class Nf4FrozenLinear final : public FrozenLinear {
   Tensor dequantize(DType dtype, Device device) const override;
   size_t nbytes() const override { return weight_.nbytes(); }
   const char* format() const override { return "nf4"; }
+  Device device() const override { return weight_.packed.device(); }
+  std::shared_ptr<FrozenLinear> to(Device device) const override;
   const Nf4Weight& weight() const { return weight_; }
 
  private:
