@@ -3,6 +3,7 @@
 #include <exception>
 #include <iostream>
 
+#include "engine/nvtx.h"
 #include "tools/train/trainer.h"
 
 int main(int argc, char** argv) {
@@ -10,6 +11,7 @@ int main(int argc, char** argv) {
   auto options = train::parse_options(argc, argv, &exit_code);
   if (!options) return exit_code;
   try {
+    engine::nvtx_name_thread("train70b");
     train::run_training(*options, std::cout);
     return 0;
   } catch (const std::exception& e) {
