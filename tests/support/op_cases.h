@@ -3,6 +3,7 @@
 // finite-difference gradient checks and the CUDA-vs-CPU comparisons, so an op added
 // to the registry without cases fails RegistryCoverage.EveryOpHasCases.
 #pragma once
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -24,3 +25,9 @@ struct OpCase {
 std::vector<OpCase> op_cases(engine::OpId id, uint64_t seed);
 
 }  // namespace testing_support
+
+namespace engine {
+// GoogleTest prints parameters with these (test names in ctest read "matmul", not bytes).
+inline void PrintTo(OpId id, std::ostream* os) { *os << op_def(id).name; }
+inline void PrintTo(DType t, std::ostream* os) { *os << dtype_name(t); }
+}  // namespace engine
