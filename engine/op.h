@@ -18,6 +18,7 @@ enum class OpId {
   Matmul, Add, Mul, Scale, Sum, Mean, Reshape,
   RmsNorm, Rope, Silu, SwiGLU, Softmax, Attention, Embedding, CrossEntropy, Dropout,
   LoraLinear,
+  LmHeadCrossEntropy,
   kCount
 };
 
@@ -39,7 +40,8 @@ struct OpAttrs {
   uint64_t seed = 0, offset = 0;                    // dropout stream
   int64_t position_offset = 0;                      // rope: position of the first token
   RopeConfig rope;
-  int ignore_index = -100;                          // cross_entropy
+  int ignore_index = -100;                          // cross_entropy, lm_head_cross_entropy
+  int64_t chunk_rows = 0;                           // lm_head_cross_entropy: rows per chunk (0: auto)
   Shape shape;                                      // reshape target
   std::shared_ptr<const FrozenLinear> frozen;       // lora_linear: the frozen base weight
 };

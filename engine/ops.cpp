@@ -55,6 +55,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int ignore_ind
   attrs.ignore_index = ignore_index;
   return call1(OpId::CrossEntropy, {logits, targets}, attrs);
 }
+Tensor lm_head_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor& targets,
+                             int ignore_index, int64_t chunk_rows) {
+  OpAttrs attrs;
+  attrs.ignore_index = ignore_index;
+  attrs.chunk_rows = chunk_rows;
+  return call1(OpId::LmHeadCrossEntropy, {h, weight, targets}, attrs);
+}
 Tensor dropout(const Tensor& x, float p, uint64_t seed, uint64_t offset) {
   OpAttrs attrs;
   attrs.p = p;

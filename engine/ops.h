@@ -32,6 +32,13 @@ Tensor embedding(const Tensor& ids, const Tensor& table);
 // Mean over counted rows of -log softmax(logits)[target]. logits [N, V], targets i32 [N];
 // rows whose target is ignore_index are not counted; no counted row gives loss 0.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int ignore_index = -100);
+// cross_entropy(matmul(h, weight, false, true), targets, ignore_index) as one op whose
+// [N, V] logits never exist: h [N, H], weight [V, H] (the lm_head), targets i32 [N].
+// Rows are processed in chunks of chunk_rows (0: chosen from a memory budget); the
+// backward recomputes each chunk's logits from h, W and the saved per-row logsumexp:
+// dh = D W, dW = D^T h (only when weight requires grad), D = dloss / C (softmax - onehot).
+Tensor lm_head_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor& targets,
+                             int ignore_index = -100, int64_t chunk_rows = 0);
 // Inverted dropout: element i kept iff philox_uniform(seed, offset, i) >= p, then
 // scaled by 1/(1-p). The mask is a pure function of (seed, offset), so a recompute
 // reproduces it exactly.

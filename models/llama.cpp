@@ -158,13 +158,16 @@ Tensor LlamaModel::loss(const Tensor& ids, const Tensor& labels, const ForwardOp
                ids.str());
   const int64_t batch = ids.dim(0), seq = ids.dim(1);
   Tensor h = hidden_states(ids, o);
-  Tensor logits = ops::matmul(ops::reshape(h, {batch * seq, config_.hidden}), lm_head_, false, true);
   // Position t predicts token t+1: targets are the labels shifted left, the last
   // position of each row gets -100.
   std::vector<int32_t> lab = labels.to_ints(), shifted(lab.size(), -100);
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t t = 0; t + 1 < seq; ++t) shifted[b * seq + t] = lab[b * seq + t + 1];
-  return ops::cross_entropy(logits, Tensor::from_ints(shifted, {batch * seq}));
+  // lm_head and cross-entropy fused: the [batch * seq, vocab] logits never exist.
+  Tensor targets = Tensor::from_ints(shifted, {batch * seq});
+  if (!h.device().is_cpu()) targets = targets.to(h.device());
+  return ops::lm_head_cross_entropy(ops::reshape(h, {batch * seq, config_.hidden}), lm_head_,
+                                    targets);
 }
 
 NamedTensors LlamaModel::named_parameters() const {

@@ -20,9 +20,9 @@
 // and gradient sums accumulate in double, in a fixed loop order (deterministic).
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "engine/cpu/ops.h"
+#include "kernels/math/online_softmax.h"
 
 namespace engine::cpu {
 
@@ -82,14 +82,12 @@ std::vector<Tensor> attention_forward(OpContext& ctx, const std::vector<Tensor>&
       const int64_t g = h / s.group();
       for (int64_t i = 0; i < s.t; ++i) {
         const float* qi = qp + s.q_at(b, i, h);
-        double m = -std::numeric_limits<double>::infinity();
+        kmath::OnlineSoftmax<double> row;  // running max and sum (kernels/math/online_softmax.h)
         for (int64_t j = 0; j <= i; ++j) {  // causal: keys up to and including i
           scores[j] = scale * dot(qi, kp + s.kv_at(b, j, g), s.d);
-          m = std::max(m, scores[j]);
+          row.add(scores[j]);
         }
-        double denom = 0;
-        for (int64_t j = 0; j <= i; ++j) denom += std::exp(scores[j] - m);
-        const double l = m + std::log(denom);
+        const double l = row.lse();
         std::fill(acc.begin(), acc.end(), 0.0);
         for (int64_t j = 0; j <= i; ++j) {
           const double p = std::exp(scores[j] - l);

@@ -2,8 +2,10 @@
 //
 // rms_norm, per row x of length D (the last dim), with r = 1/sqrt(mean(x^2) + eps):
 //   y_j  = w_j * (x_j * r)
-//   dx_k = r * w_k * g_k - r^3 * x_k / D * sum_j(g_j * w_j * x_j)
-//   dw_j = sum over rows of g_j * x_j * r
+//   dx_k = r * (w_k g_k - (x_k r) * c),   c = r * sum_j(g_j w_j x_j) / D
+//   dw_j = sum over rows of g_j * (x_j * r)
+// The sums run in double here; the per-row and per-element steps are kmath's
+// (kernels/math/rmsnorm.h), the same functions the CUDA kernels call.
 // rope, x [B, T, H, Dh] at positions p = position_offset + t: each pair
 // (x[i], x[i + Dh/2]) rotates by p * inv_freq_i (kernels/math/rope.h). The Jacobian
 // of a rotation is the rotation, so the backward pass rotates the gradient by -angle.
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "engine/cpu/ops.h"
+#include "kernels/math/rmsnorm.h"
 #include "kernels/math/rope.h"
 
 namespace engine::cpu {
@@ -101,9 +104,9 @@ std::vector<Tensor> rms_norm_forward(OpContext& ctx, const std::vector<Tensor>& 
     const float* xr = xp + r * d;
     double sum_sq = 0;
     for (int64_t j = 0; j < d; ++j) sum_sq += static_cast<double>(xr[j]) * xr[j];
-    float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(d) + ctx.attrs.eps));
+    const float inv = kmath::rmsnorm_rstd(static_cast<float>(sum_sq), d, ctx.attrs.eps);
     rp[r] = inv;
-    for (int64_t j = 0; j < d; ++j) yp[r * d + j] = wp[j] * (xr[j] * inv);
+    for (int64_t j = 0; j < d; ++j) yp[r * d + j] = kmath::rmsnorm_apply(xr[j], wp[j], inv);
   }
   ctx.save({x, w, rstd});
   return {y};
@@ -120,17 +123,17 @@ std::vector<Tensor> rms_norm_backward(OpContext& ctx, const std::vector<Tensor>&
   std::vector<double> dw_acc(need_dw ? static_cast<size_t>(d) : 0, 0.0);
   for (int64_t r = 0; r < rows; ++r) {
     const float *xr = xp + r * d, *gr = gp + r * d;
-    const double inv = rp[r];
+    const float inv = rp[r];
     if (need_dx) {
       double dot = 0;  // sum_j g_j w_j x_j
       for (int64_t j = 0; j < d; ++j) dot += static_cast<double>(gr[j]) * wp[j] * xr[j];
-      const double c = inv * inv * inv * dot / static_cast<double>(d);
+      const float c = kmath::rmsnorm_dx_coef(static_cast<float>(dot), inv, d);
       for (int64_t j = 0; j < d; ++j)
-        dx.data<float>()[r * d + j] = static_cast<float>(inv * wp[j] * gr[j] - c * xr[j]);
+        dx.data<float>()[r * d + j] = kmath::rmsnorm_dx(xr[j], wp[j], gr[j], inv, c);
     }
     if (need_dw)
       for (int64_t j = 0; j < d; ++j)
-        dw_acc[static_cast<size_t>(j)] += static_cast<double>(gr[j]) * xr[j] * inv;
+        dw_acc[static_cast<size_t>(j)] += kmath::rmsnorm_dw_term(xr[j], gr[j], inv);
   }
   Tensor dw;
   if (need_dw) {

@@ -27,6 +27,7 @@ ENGINE_CPU_OP(embedding)
 ENGINE_CPU_OP(cross_entropy)
 ENGINE_CPU_OP(dropout)
 ENGINE_CPU_OP(lora_linear)
+ENGINE_CPU_OP(lm_head_cross_entropy)  // engine/cpu/lm_head_loss.cpp
 
 #undef ENGINE_CPU_OP
 

@@ -19,6 +19,14 @@ ENGINE_CUDA_OP(scale)
 ENGINE_CUDA_OP(reshape)
 ENGINE_CUDA_OP(silu)
 ENGINE_CUDA_OP(swiglu)
+ENGINE_CUDA_OP(attention)  // engine/cuda/attention_op.cpp
+ENGINE_CUDA_OP(rms_norm)   // engine/cuda/norm_rope_ops.cpp
+ENGINE_CUDA_OP(rope)       // engine/cuda/norm_rope_ops.cpp
+ENGINE_CUDA_OP(embedding)  // engine/cuda/embedding_ops.cpp (ids i32, table f32/bf16)
+ENGINE_CUDA_OP(dropout)      // engine/cuda/dropout.cpp
+ENGINE_CUDA_OP(lora_linear)  // engine/cuda/lora_linear.cpp (x, dy bf16/f32; A, B f32/bf16)
+
+ENGINE_CUDA_OP(lm_head_cross_entropy)  // engine/cuda/lm_head_loss_op.cpp
 
 #undef ENGINE_CUDA_OP
 

@@ -160,6 +160,24 @@ void lora_linear_cases(CaseBuilder& b) {
         6 + 3, a3);
 }
 
+// Reduction lengths: logits sum over H, lse and dh over V, the loss and dW over N;
+// + 128 because the CUDA bf16 path carries the logits' gradient as a bf16 hi + lo
+// pair, exact to 2^-16 = 256 u_f32 relative (kernels/math/cross_entropy.h).
+void lm_head_cross_entropy_cases(CaseBuilder& b) {
+  struct Dims { int64_t n, h, v, chunk; float ignored; };
+  for (Dims d : {Dims{11, 7, 17, 4, 0.3f}, Dims{5, 9, 13, 0, 0.0f}, Dims{6, 5, 3, 1, 0.5f}}) {
+    OpAttrs a;
+    a.chunk_rows = d.chunk;
+    std::ostringstream label;
+    label << "h [" << d.n << "," << d.h << "] W [" << d.v << "," << d.h << "] chunk " << d.chunk
+          << " ignored " << d.ignored;
+    b.add(label.str(),
+          {b.rand({d.n, d.h}, -1.5f, 1.5f), b.rand({d.v, d.h}, -1.5f, 1.5f),
+           b.ids({d.n}, static_cast<int32_t>(d.v), d.ignored)},
+          {true, true, false}, d.n + d.h + d.v + 128, a);
+  }
+}
+
 }  // namespace
 
 std::vector<OpCase> op_cases(OpId id, uint64_t seed) {
@@ -172,6 +190,7 @@ std::vector<OpCase> op_cases(OpId id, uint64_t seed) {
     case OpId::Embedding: embedding_cases(b); break;
     case OpId::CrossEntropy: cross_entropy_cases(b); break;
     case OpId::LoraLinear: lora_linear_cases(b); break;
+    case OpId::LmHeadCrossEntropy: lm_head_cross_entropy_cases(b); break;
     default: elementwise_cases(b, id); break;
   }
   return std::move(b.cases);

@@ -1,0 +1,110 @@
+// CUDA implementation of the attention op; semantics of the CPU reference
+// (engine/cpu/attention.cpp), kernels in kernels/attention_*.cu (kernels/attention.h).
+//
+// q [B, T, Hq, D], k and v [B, T, Hkv, D], one dtype (f32 or bf16) on one CUDA device;
+// out in that dtype. scale = attrs.scale, or 1/sqrt(D) when attrs.scale == 0. Saved for
+// backward, as on the CPU: q, k, v, out and the fp32 log-sum-exp [B, Hq, T]. bf16 with
+// D = 64 or 128 runs the tensor-core kernels; other cases the fp32 fallback kernels.
+// The backward computes dq, dk, dv in one call (deterministic; its fp32 scratch comes
+// from the caching allocator) and drops the ones no input needs.
+#include <cmath>
+
+#include "engine/cuda/ops.h"
+#include "engine/cuda/runtime.h"
+#include "engine/nvtx.h"
+#include "kernels/attention.h"
+
+namespace engine::cuda_ops {
+
+namespace {
+
+kernels::ElemType attention_type(const Tensor& t, const char* what) {
+  ENGINE_CHECK(t.device().is_cuda(), "attention: ", what, " must be on a CUDA device, got ",
+               t.str());
+  ENGINE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, "attention: ", what,
+               " must be f32 or bf16 on cuda, got ", t.str());
+  return t.dtype() == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
+}
+
+// Shapes as the CPU reference checks them, plus one dtype and device for all three.
+kernels::AttentionShape attention_shape(const Tensor& q, const Tensor& k, const Tensor& v) {
+  attention_type(q, "q");
+  attention_type(k, "k");
+  attention_type(v, "v");
+  ENGINE_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype() && q.device() == k.device() &&
+                   q.device() == v.device(),
+               "attention: q ", q.str(), ", k ", k.str(), " and v ", v.str(),
+               " differ in dtype or device");
+  ENGINE_CHECK(q.rank() == 4 && k.rank() == 4 && v.rank() == 4,
+               "attention: q, k, v must be [B, T, H, D], got ", q.shape().str(), ", ",
+               k.shape().str(), ", ", v.shape().str());
+  ENGINE_CHECK(k.shape() == v.shape(), "attention: k ", k.shape().str(), " and v ",
+               v.shape().str(), " differ");
+  ENGINE_CHECK(q.dim(0) == k.dim(0) && q.dim(1) == k.dim(1) && q.dim(3) == k.dim(3),
+               "attention: q ", q.shape().str(), " and k ", k.shape().str(),
+               " differ in batch, tokens or head dim");
+  kernels::AttentionShape s;
+  s.batch = q.dim(0);
+  s.seq = q.dim(1);
+  s.q_heads = q.dim(2);
+  s.kv_heads = k.dim(2);
+  s.head_dim = q.dim(3);
+  ENGINE_CHECK(s.kv_heads > 0 && s.q_heads % s.kv_heads == 0, "attention: ", s.q_heads,
+               " query heads are not a multiple of ", s.kv_heads, " KV heads");
+  return s;
+}
+
+float softmax_scale(const OpAttrs& attrs, int64_t d) {
+  return attrs.scale != 0.0f ? attrs.scale : static_cast<float>(1.0 / std::sqrt(double(d)));
+}
+
+bool wants_grad(const OpContext& ctx, size_t i) {
+  return i >= ctx.needs_grad.size() || ctx.needs_grad[i];
+}
+
+}  // namespace
+
+std::vector<Tensor> attention_forward(OpContext& ctx, const std::vector<Tensor>& in) {
+  NvtxRange range("attention_forward");
+  const Tensor &q = in[0], &k = in[1], &v = in[2];
+  const kernels::AttentionShape s = attention_shape(q, k, v);
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor lse = Tensor::empty(Shape{s.batch, s.q_heads, s.seq}, DType::F32, q.device());
+  kernels::attention_forward(out.raw_data(), lse.data<float>(), q.raw_data(), k.raw_data(),
+                             v.raw_data(), attention_type(q, "q"), s,
+                             softmax_scale(ctx.attrs, s.head_dim), cuda::current_stream());
+  ctx.save({q, k, v, out, lse});
+  return {out};
+}
+
+std::vector<Tensor> attention_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
+  NvtxRange range("attention_backward");
+  const Tensor &q = ctx.saved[0], &k = ctx.saved[1], &v = ctx.saved[2];
+  const Tensor &out = ctx.saved[3], &lse = ctx.saved[4];
+  const kernels::AttentionShape s = attention_shape(q, k, v);
+  const kernels::ElemType type = attention_type(q, "q");
+  Tensor go = grad_out[0];
+  if (!go.defined()) {
+    go = Tensor::zeros(q.shape(), q.dtype(), q.device());
+  } else {
+    ENGINE_CHECK(go.shape() == q.shape() && go.device() == q.device(),
+                 "attention: output gradient ", go.str(), " does not match output ", out.str());
+    if (go.dtype() != q.dtype()) go = go.to_dtype(q.dtype());
+  }
+  const size_t ws_bytes = kernels::attention_backward_workspace_bytes(type, s);
+  Tensor workspace =
+      Tensor::empty(Shape{static_cast<int64_t>((ws_bytes + 3) / 4)}, DType::F32, q.device());
+  Tensor dq = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor dk = Tensor::empty(k.shape(), k.dtype(), k.device());
+  Tensor dv = Tensor::empty(v.shape(), v.dtype(), v.device());
+  kernels::attention_backward(dq.raw_data(), dk.raw_data(), dv.raw_data(), q.raw_data(),
+                              k.raw_data(), v.raw_data(), out.raw_data(), lse.data<float>(),
+                              go.raw_data(), type, s, softmax_scale(ctx.attrs, s.head_dim),
+                              workspace.raw_data(), workspace.nbytes(), cuda::current_stream());
+  if (!wants_grad(ctx, 0)) dq = Tensor();
+  if (!wants_grad(ctx, 1)) dk = Tensor();
+  if (!wants_grad(ctx, 2)) dv = Tensor();
+  return {dq, dk, dv};
+}
+
+}  // namespace engine::cuda_ops

@@ -1,0 +1,134 @@
+// CUDA implementations of rms_norm and rope; semantics of the CPU reference
+// (engine/cpu/norm_rope.cpp), kernels in kernels/rmsnorm.cu and kernels/rope.cu.
+//
+// rms_norm: x [..., D], w [D], same dtype (f32 or bf16) on one device; y in that dtype,
+//   the per-row rstd saved in f32 for backward. Backward writes dx and, only when the
+//   norm weight trains (needs_grad), dw through a deterministic two-pass reduction
+//   (an fp32 workspace of per-tile partial sums, then a fixed-order sum).
+// rope: x [B, T, H, Dh] f32 or bf16; backward rotates the gradient by -angle. The
+//   frequencies come from kmath::rope_inv_freq computed here, on the host, exactly as
+//   the CPU reference computes them.
+#include <vector>
+
+#include "engine/cuda/ops.h"
+#include "engine/cuda/runtime.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+
+namespace engine::cuda_ops {
+
+namespace {
+
+kernels::ElemType arith_type(const Tensor& t, const char* op, const char* what) {
+  ENGINE_CHECK(t.device().is_cuda(), op, ": ", what, " must be on a CUDA device, got ", t.str());
+  ENGINE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, op, ": ", what,
+               " must be f32 or bf16 on cuda, got ", t.str());
+  return t.dtype() == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
+}
+
+// The upstream gradient in the layout of `like` (zeros when undefined, converted when
+// it arrives in another dtype).
+Tensor grad_like(const Tensor& g, const Shape& shape, const Tensor& like) {
+  if (!g.defined()) return Tensor::zeros(shape, like.dtype(), like.device());
+  ENGINE_CHECK(g.shape() == shape && g.device() == like.device(), "gradient ", g.str(),
+               " does not match ", shape.str(), " on ", like.device().str());
+  return g.dtype() == like.dtype() ? g : g.to_dtype(like.dtype());
+}
+
+bool wants_grad(const OpContext& ctx, size_t i) {
+  return i >= ctx.needs_grad.size() || ctx.needs_grad[i];
+}
+
+void check_rope(const Shape& s, const OpAttrs& a) {
+  ENGINE_CHECK(s.rank() == 4, "rope: x must be [B, T, H, Dh], got ", s.str());
+  ENGINE_CHECK(s[3] > 0 && s[3] % 2 == 0, "rope: head dim must be even and positive, got ",
+               s.str());
+  ENGINE_CHECK(a.position_offset >= 0, "rope: position_offset must be >= 0, got ",
+               a.position_offset);
+  const RopeConfig& c = a.rope;
+  ENGINE_CHECK(c.theta > 0.0f, "rope: theta must be positive, got ", c.theta);
+  if (c.scaling_factor > 0.0f)
+    ENGINE_CHECK(c.low_freq_factor > 0.0f && c.high_freq_factor > c.low_freq_factor &&
+                     c.original_max_position > 0.0f,
+                 "rope: llama3 scaling needs 0 < low_freq_factor < high_freq_factor and "
+                 "original_max_position > 0, got low ",
+                 c.low_freq_factor, ", high ", c.high_freq_factor, ", original ",
+                 c.original_max_position);
+}
+
+// out = x rotated by +angle (forward) or -angle (inverse: backward).
+Tensor rotate(const Tensor& x, const OpAttrs& a, bool inverse) {
+  const kernels::ElemType t = arith_type(x, "rope", inverse ? "gradient" : "x");
+  check_rope(x.shape(), a);
+  const Shape& s = x.shape();
+  kmath::RopeParams p;
+  p.theta = a.rope.theta;
+  p.scaling_factor = a.rope.scaling_factor;
+  p.low_freq_factor = a.rope.low_freq_factor;
+  p.high_freq_factor = a.rope.high_freq_factor;
+  p.original_max_position = a.rope.original_max_position;
+  ENGINE_CHECK(s[3] / 2 <= kernels::kRopeMaxHalf, "rope: head dim ", s[3],
+               " is larger than the CUDA kernel's ", 2 * kernels::kRopeMaxHalf);
+  std::vector<float> inv_freq(static_cast<size_t>(s[3] / 2));
+  kernels::rope_inv_freq_table(inv_freq.data(), static_cast<int>(s[3]), p);
+  Tensor out = Tensor::empty(s, x.dtype(), x.device());
+  kernels::rope(out.raw_data(), x.raw_data(), t, s[0], s[1], s[2], s[3], a.position_offset,
+                inv_freq.data(), inverse, cuda::current_stream());
+  return out;
+}
+
+}  // namespace
+
+std::vector<Tensor> rms_norm_forward(OpContext& ctx, const std::vector<Tensor>& in) {
+  const Tensor &x = in[0], &w = in[1];
+  const kernels::ElemType t = arith_type(x, "rms_norm", "x");
+  arith_type(w, "rms_norm", "weight");
+  ENGINE_CHECK(w.dtype() == x.dtype(), "rms_norm: weight ", w.str(), " and x ", x.str(),
+               " differ in dtype");
+  ENGINE_CHECK(x.rank() >= 1 && x.shape().last() > 0, "rms_norm: x must be [..., D], got ",
+               x.shape().str());
+  ENGINE_CHECK(w.rank() == 1 && w.dim(0) == x.shape().last(), "rms_norm: weight must be [",
+               x.shape().last(), "], got ", w.shape().str());
+  ENGINE_CHECK(ctx.attrs.eps >= 0.0f, "rms_norm: eps must be >= 0, got ", ctx.attrs.eps);
+  const int64_t d = x.shape().last(), rows = x.shape().rows();
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor rstd = Tensor::empty(Shape{rows}, DType::F32, x.device());
+  kernels::rmsnorm_forward(y.raw_data(), static_cast<float*>(rstd.raw_data()), x.raw_data(),
+                           w.raw_data(), t, rows, d, ctx.attrs.eps, cuda::current_stream());
+  ctx.save({x, w, rstd});
+  return {y};
+}
+
+std::vector<Tensor> rms_norm_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
+  const Tensor &x = ctx.saved[0], &w = ctx.saved[1], &rstd = ctx.saved[2];
+  const Tensor g = grad_like(grad_out[0], x.shape(), x);
+  const int64_t d = x.shape().last(), rows = x.shape().rows();
+  const bool need_dx = wants_grad(ctx, 0), need_dw = wants_grad(ctx, 1);
+  if (!need_dx && !need_dw) return {Tensor(), Tensor()};
+  Tensor dx = need_dx ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+  Tensor dw = need_dw ? Tensor::empty(w.shape(), w.dtype(), w.device()) : Tensor();
+  Tensor workspace;
+  if (need_dw)
+    workspace = Tensor::empty({kernels::rmsnorm_backward_workspace_floats(rows, d)}, DType::F32,
+                              x.device());
+  kernels::rmsnorm_backward(need_dx ? dx.raw_data() : nullptr, need_dw ? dw.raw_data() : nullptr,
+                            need_dw ? static_cast<float*>(workspace.raw_data()) : nullptr,
+                            g.raw_data(), x.raw_data(), w.raw_data(),
+                            static_cast<const float*>(rstd.raw_data()),
+                            arith_type(x, "rms_norm", "x"), rows, d, cuda::current_stream());
+  return {dx, dw};
+}
+
+std::vector<Tensor> rope_forward(OpContext& ctx, const std::vector<Tensor>& in) {
+  return {rotate(in[0], ctx.attrs, false)};
+}
+
+std::vector<Tensor> rope_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
+  // The node has one output, so autograd only calls this with its gradient defined; the
+  // gradient's dtype is the output's, which is the input's.
+  ENGINE_CHECK(grad_out[0].defined() && grad_out[0].shape() == ctx.input_shapes[0],
+               "rope: backward needs the output gradient of shape ", ctx.input_shapes[0].str());
+  return {rotate(grad_out[0], ctx.attrs, true)};
+}
+
+}  // namespace engine::cuda_ops

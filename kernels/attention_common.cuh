@@ -1,0 +1,260 @@
+// Device building blocks shared by the attention kernels (attention_forward.cu,
+// attention_backward.cu, attention_fallback.cu): tile shapes, the swizzled shared-
+// memory layout, cp.async / ldmatrix / mma.sync wrappers, and the internal launchers
+// that the public ones (kernels/attention.h) dispatch to. CUDA-only (nvcc).
+//
+// Tensor-core primitive: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (sm_80 and
+// later, so one source serves A100 and H100/H200). With lane = 4 g + t (g = lane / 4,
+// t = lane % 4) a warp holds
+//   A 16x16 (row-major):  a0 = A[g][2t..2t+1]    a1 = A[g+8][2t..2t+1]
+//                         a2 = A[g][2t+8..+9]    a3 = A[g+8][2t+8..+9]
+//   B 16x8  (k x n):      b0 = B[2t..2t+1][g]    b1 = B[2t+8..+9][g]
+//   C 16x8  (fp32):       c0, c1 = C[g][2t..2t+1]     c2, c3 = C[g+8][2t..2t+1]
+// Two adjacent C tiles (n-blocks 2c, 2c+1) rounded to bf16 are exactly the A fragment
+// of a 16x16 k-chunk: that is how P (and dS) feed the next product from registers.
+//
+// Shared-memory tiles are [rows][D] bf16, rows of D * 2 bytes, and the 16-byte chunk c of
+// row r is stored at chunk position c ^ (r % 8). ldmatrix reads 8 rows at one logical
+// chunk per phase; the XOR spreads them over 8 distinct 16-byte bank groups, so neither
+// ldmatrix nor the cp.async fills conflict.
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "kernels/attention.h"
+#include "kernels/math/attention_tiles.h"
+#include "kernels/math/online_softmax.h"
+
+namespace kernels::attn {
+
+using bf16 = __nv_bfloat16;
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// Problem dimensions as the kernels see them (int: every count fits; global offsets
+// are computed in int64).
+struct Dims {
+  int batch, seq, q_heads, kv_heads, head_dim, group;  // group = q_heads / kv_heads
+};
+
+inline Dims to_dims(const AttentionShape& s) {
+  return {int(s.batch), int(s.seq), int(s.q_heads), int(s.kv_heads), int(s.head_dim),
+          int(s.q_heads / s.kv_heads)};
+}
+
+// ---- tile shapes -----------------------------------------------------------------
+// Forward and dQ: a block owns kBr = 16 kWarps query rows (16 per warp) and streams
+// key tiles of kBc. dK/dV: a block owns kBc keys (16 per warp) and streams query
+// tiles of kBr. Shared memory per block is given by kSmem.
+template <int D>
+struct FwdTiles {
+  static constexpr int kWarps = 8, kThreads = 32 * kWarps, kBr = 16 * kWarps, kBc = 64;
+  static constexpr int kSmem = (kBr + 2 * kBc) * D * 2;  // Q, K, V
+};
+template <int D>
+struct DqTiles {
+  static constexpr int kWarps = 8, kThreads = 32 * kWarps, kBr = 16 * kWarps, kBc = 64;
+  static constexpr int kSmem = (2 * kBr + 4 * kBc) * D * 2;  // Q, dO, 2 x (K, V)
+};
+template <int D>
+struct DkvTiles {
+  static constexpr int kWarps = 8, kThreads = 32 * kWarps, kBc = 16 * kWarps, kBr = 64;
+  // K, V, 2 x (Q, dO), 2 x (lse, delta)
+  static constexpr int kSmem = (2 * kBc + 4 * kBr) * D * 2 + 4 * kBr * 4;
+};
+
+__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// ---- shared-memory layout ---------------------------------------------------------
+
+// Element offset of (row, col) in a swizzled [rows][D] bf16 tile.
+template <int D>
+__device__ __forceinline__ int swz(int row, int col) {
+  return kmath::attn_swizzle(row, col, D);
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// ---- asynchronous copies ----------------------------------------------------------
+
+// 16 bytes global -> shared; src_bytes 0 writes zeros (rows past the sequence end).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Queues the copy of `rows` rows of D bf16 (row i at g + i * stride elements) into a
+// swizzled tile; rows >= valid_rows are zero-filled (and read nothing).
+template <int D, int kRows, int kThreads>
+__device__ __forceinline__ void load_tile(bf16* tile, const bf16* g, int64_t stride,
+                                          int valid_rows, int tid) {
+  constexpr int kChunks = D / 8;
+  static_assert(kRows * kChunks % kThreads == 0, "whole rounds of 16-byte copies");
+  const uint32_t base = smem_u32(tile);
+#pragma unroll
+  for (int i = 0; i < kRows * kChunks / kThreads; ++i) {
+    const int c = tid + i * kThreads;
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    const bool ok = r < valid_rows;
+    cp_async16(base + swz<D>(r, col) * 2, g + (ok ? r : 0) * stride + col, ok);
+  }
+}
+
+// ---- tensor-core fragments --------------------------------------------------------
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// c += A B (16x8x16, bf16 in, fp32 accumulate).
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats rounded (nearest even) to bf16 and packed: lo in the low half, the layout
+// of a fragment register (lower column index in the lower half).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));  // a -> high half
+  return r;
+}
+
+// A 16-row A fragment at rows row0.., k columns k0..k0+15 of a swizzled tile
+// (lanes 0-15 address rows 0-15 at k0, lanes 16-31 the same rows at k0 + 8).
+template <int D>
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* tile, int row0, int k0,
+                                       int lane) {
+  const kmath::TileRC at = kmath::ldsm_a(lane);
+  ldmatrix_x4(a, smem_u32(tile) + swz<D>(row0 + at.row, k0 + at.col) * 2);
+}
+
+// B fragments of two n-blocks (rows n0..n0+15 of the tile are the n index, columns
+// k0..k0+15 the k index): b[0], b[1] for n-block n0, b[2], b[3] for n0 + 8. Used for
+// B = X^T with X stored [n][k] (K in Q K^T, V in dO V^T, Q in K Q^T, ...).
+template <int D>
+__device__ __forceinline__ void load_b_rows(uint32_t (&b)[4], const bf16* tile, int n0, int k0,
+                                            int lane) {
+  const kmath::TileRC at = kmath::ldsm_b_rows(lane);
+  ldmatrix_x4(b, smem_u32(tile) + swz<D>(n0 + at.row, k0 + at.col) * 2);
+}
+
+// B fragments of two n-blocks for B = X with X stored [k][n] (V in P V, K in dS K,
+// dO in P^T dO, Q in dS^T Q): rows k0..k0+15, columns n0..n0+15, transposed on load.
+template <int D>
+__device__ __forceinline__ void load_b_cols(uint32_t (&b)[4], const bf16* tile, int k0, int n0,
+                                            int lane) {
+  const kmath::TileRC at = kmath::ldsm_b_cols(lane);
+  ldmatrix_x4_trans(b, smem_u32(tile) + swz<D>(k0 + at.row, n0 + at.col) * 2);
+}
+
+// acc[16 x 8*kN] += A[16 x D] B, A from rows a_row0.. of tile_a, B = X^T with X the
+// rows 0..8*kN-1 of tile_b (both [.][D]): S = Q K^T and its relatives.
+template <int D, int kN>
+__device__ __forceinline__ void gemm_rows(float (&acc)[kN][4], const bf16* tile_a, int a_row0,
+                                          const bf16* tile_b, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < D; kk += 16) {
+    uint32_t a[4];
+    load_a<D>(a, tile_a, a_row0, kk, lane);
+#pragma unroll
+    for (int nb = 0; nb < kN; nb += 2) {
+      uint32_t b[4];
+      load_b_rows<D>(b, tile_b, nb * 8, kk, lane);
+      mma_bf16(acc[nb], a, b[0], b[1]);
+      mma_bf16(acc[nb + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// acc[16 x D] += P[16 x 8*kN] X, P in registers (C layout, rounded to bf16 here), X the
+// rows 0..8*kN-1 of a [.][D] tile: O += P V and its relatives.
+template <int D, int kN>
+__device__ __forceinline__ void gemm_p_cols(float (&acc)[D / 8][4], const float (&p)[kN][4],
+                                            const bf16* tile_x, int lane) {
+#pragma unroll
+  for (int kc = 0; kc < kN / 2; ++kc) {
+    const uint32_t a[4] = {pack_bf16(p[2 * kc][0], p[2 * kc][1]),
+                           pack_bf16(p[2 * kc][2], p[2 * kc][3]),
+                           pack_bf16(p[2 * kc + 1][0], p[2 * kc + 1][1]),
+                           pack_bf16(p[2 * kc + 1][2], p[2 * kc + 1][3])};
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn += 2) {
+      uint32_t b[4];
+      load_b_cols<D>(b, tile_x, kc * 16, dn * 8, lane);
+      mma_bf16(acc[dn], a, b[0], b[1]);
+      mma_bf16(acc[dn + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// Writes a warp's 16 x D fp32 accumulator (times `mul`), rounded to bf16, into rows
+// row0..row0+15 of a swizzled tile that only this warp uses, then copies rows with
+// global index first_row + r < seq to g (row r at g + r * stride) with 16-byte stores.
+template <int D>
+__device__ __forceinline__ void store_rows_bf16(bf16* tile, int row0, const float (&acc)[D / 8][4],
+                                                float mul, bf16* g, int64_t stride,
+                                                int valid_rows, int lane) {
+  const int gq = lane >> 2, t = lane & 3;
+  __syncwarp();
+#pragma unroll
+  for (int dn = 0; dn < D / 8; ++dn)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      *reinterpret_cast<uint32_t*>(tile + swz<D>(row0 + gq + 8 * h, dn * 8 + 2 * t)) =
+          pack_bf16(acc[dn][2 * h] * mul, acc[dn][2 * h + 1] * mul);
+  __syncwarp();
+  constexpr int kChunks = D / 8;
+#pragma unroll
+  for (int i = 0; i < 16 * kChunks / 32; ++i) {
+    const int c = lane + 32 * i;
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    if (r < valid_rows)
+      *reinterpret_cast<uint4*>(g + r * stride + col) =
+          *reinterpret_cast<const uint4*>(tile + swz<D>(row0 + r, col));
+  }
+}
+
+// ---- internal launchers -------------------------------------------------------------
+
+// Throws engine::Error unless the shape and type are ones the launchers take.
+void check_shape(const AttentionShape& s, ElemType type, const char* op);
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// The tensor-core path (bf16, D 64 or 128).
+void fast_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
+                  const Dims& d, float scale, cudaStream_t stream);
+// The fallback path (f32 or bf16 storage, any D <= kAttentionMaxHeadDim, fp32 math).
+// The backward needs B * Hq * T floats of workspace (the row statistic delta).
+void fallback_forward(void* out, float* lse, const void* q, const void* k, const void* v,
+                      ElemType type, const Dims& d, float scale, cudaStream_t stream);
+void fallback_backward(void* dq, void* dk, void* dv, const void* q, const void* k, const void* v,
+                       const float* lse, const void* dout, ElemType type, const Dims& d,
+                       float scale, float* delta, cudaStream_t stream);
+
+}  // namespace kernels::attn

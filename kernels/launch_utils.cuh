@@ -1,0 +1,104 @@
+// Device-side helpers shared by the memory-bound kernels (rmsnorm, rope, embedding,
+// adamw): storage types, 16-byte vectors, a fixed-order block sum, and the NVTX range
+// every launcher opens. Included by .cu files only.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+#include <nvtx3/nvToolsExt.h>
+
+#include <cstdint>
+
+#include "engine/cuda/check.h"
+
+namespace kernels::detail {
+
+// ---- storage: how an element is widened to float and rounded back ----------------
+
+struct F32T {
+  using S = float;
+  __device__ static float load(S v) { return v; }
+  __device__ static S store(float f) { return f; }
+};
+struct BF16T {  // hardware round-to-nearest-even, equal to kmath::float_to_bf16_bits off NaN
+  using S = uint16_t;
+  __device__ static float load(S v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
+  __device__ static S store(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
+};
+
+// V elements moved with one access (16 bytes for V = 16 / sizeof(S)).
+template <class S, int V>
+struct alignas(sizeof(S) * V) Vec {
+  S e[V];
+};
+
+inline bool aligned(const void* p, uintptr_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+inline unsigned round_up_warp(int64_t threads) {
+  int64_t t = (threads + 31) / 32 * 32;
+  return static_cast<unsigned>(t < 32 ? 32 : t);
+}
+
+inline int sm_count() {
+  int device = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return sms;
+}
+
+// ---- reductions ------------------------------------------------------------------
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// Sum over the block of one value per thread, returned to every thread. The tree is
+// fixed by blockDim (warp butterflies, then warp 0 over the warp sums, lane 0's
+// result broadcast), so the result is deterministic for a given launch shape.
+// blockDim.x must be a multiple of 32; smem holds 33 floats. Call from all threads.
+__device__ __forceinline__ float block_sum(float v, float* smem) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // smem may still be read by a previous call
+  if (lane == 0) smem[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float w = lane < warps ? smem[lane] : 0.0f;
+    w = warp_sum(w);
+    if (lane == 0) smem[32] = w;
+  }
+  __syncthreads();
+  return smem[32];
+}
+
+// ---- NVTX --------------------------------------------------------------------------
+
+// A range in the engine's "qlora" domain (the same name engine/nvtx.cpp registers;
+// profilers group ranges by domain name) around a launcher, named after its op.
+// Header-only so that kernels/ does not depend on the engine library.
+class LaunchRange {
+ public:
+  explicit LaunchRange(const char* name) {
+    nvtxEventAttributes_t attr{};
+    attr.version = NVTX_VERSION;
+    attr.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
+    attr.messageType = NVTX_MESSAGE_TYPE_ASCII;
+    attr.message.ascii = name;
+    nvtxDomainRangePushEx(domain(), &attr);
+  }
+  ~LaunchRange() { nvtxDomainRangePop(domain()); }
+  LaunchRange(const LaunchRange&) = delete;
+  LaunchRange& operator=(const LaunchRange&) = delete;
+
+ private:
+  static nvtxDomainHandle_t domain() {
+    static nvtxDomainHandle_t handle = nvtxDomainCreateA("qlora");
+    return handle;
+  }
+};
+
+}  // namespace kernels::detail

@@ -1,0 +1,176 @@
+// Cross-entropy math shared by the CPU reference (engine/cpu/lm_head_loss.cpp) and the
+// CUDA kernels (kernels/cross_entropy.cu), plus the tiling plan of the fused lm_head
+// cross-entropy (engine/cuda/lm_head_loss_op.cpp).
+//
+// One row of logits z [V] with target t (counted unless t == ignore_index):
+//   lse = m + log sum_v exp(z_v - m),   m = max_v z_v      (max-subtracted: no overflow)
+//   L   = lse - z_t
+//   dL/dz_v = softmax(z)_v - [v == t] = exp(z_v - lse) - [v == t]
+// The loss is the mean over the C counted rows, so with upstream gradient g
+//   dlogits_v = (g / C) (exp(z_v - lse) - [v == t])   on counted rows, 0 on ignored ones.
+//
+// Running statistics (the kernels see a row one vocab block and one thread's slice at a
+// time): a state (m, s) means "max m, and s = sum of exp(z - m) over the values seen".
+//   add z:      z > m:  (z, s exp(m - z) + 1)        else (m, s + exp(z - m))
+//   merge a, b: M = max(a.m, b.m): (M, a.s exp(a.m - M) + b.s exp(b.m - M))
+//   lse = m + log s.
+// The empty state is (-inf, 0); adding or merging it is the identity (guarded, so that
+// -inf - -inf never produces NaN). The merge is commutative and, in exact arithmetic,
+// associative: the kernels fix the merge order so results are deterministic.
+//
+// bf16 gradient split: the gradient GEMMs take bf16 operands when W is bf16, but a
+// dlogit rounded to bf16 keeps only 8 significant bits, and dh = dlogits @ W cancels
+// (dlogits sum to zero over a row). So the kernels write two bf16 matrices,
+//   hi = bf16(d),  lo = bf16(d - hi)        (d - hi is exact in fp32)
+// and the GEMMs sum hi @ W + lo @ W in fp32:  |d - hi - lo| <= 2^-8 |d - hi| <= 2^-16 |d|.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "kernels/math/bf16.h"
+#include "kernels/math/hd.h"
+
+namespace kmath {
+
+HD bool ce_counted(int32_t target, int ignore_index) { return target != ignore_index; }
+
+// exp and log in the argument's precision (float in the kernels, double on the CPU).
+HD float ce_exp(float x) { return expf(x); }
+HD float ce_log(float x) { return logf(x); }
+HD double ce_exp(double x) {
+#if defined(__CUDA_ARCH__)
+  return ::exp(x);
+#else
+  return std::exp(x);
+#endif
+}
+HD double ce_log(double x) {
+#if defined(__CUDA_ARCH__)
+  return ::log(x);
+#else
+  return std::log(x);
+#endif
+}
+
+// log-sum-exp of one row of float logits, two passes in T (the CPU reference uses
+// T = double, the same arithmetic as the cross_entropy reference op).
+template <class T>
+HD T ce_row_lse(const float* z, int64_t n) {
+  T m = -std::numeric_limits<T>::infinity();
+  for (int64_t j = 0; j < n; ++j) m = static_cast<T>(z[j]) > m ? static_cast<T>(z[j]) : m;
+  T s = 0;
+  for (int64_t j = 0; j < n; ++j) s += ce_exp(static_cast<T>(z[j]) - m);
+  return m + ce_log(s);
+}
+
+// One element of the logits' gradient: coef (exp(z - lse) - [is_target]), coef = g / C.
+template <class T>
+HD T ce_dlogit(T z, T lse, T coef, bool is_target) {
+  return coef * (ce_exp(z - lse) - (is_target ? T(1) : T(0)));
+}
+
+// ---- running softmax statistics (fp32, the kernels' representation) ---------------
+
+struct CeStats {
+  float m;  // max so far (-inf: nothing seen)
+  float s;  // sum of exp(z - m) over the values seen
+};
+
+HD CeStats ce_stats_empty() { return {-INFINITY, 0.0f}; }
+
+HD CeStats ce_stats_add(CeStats a, float z) {
+  if (z == -INFINITY) return a;  // contributes exp(-inf) = 0
+  if (z > a.m) return {z, a.s * ce_exp(a.m - z) + 1.0f};  // a.m = -inf: 0 * 0 + 1
+  return {a.m, a.s + ce_exp(z - a.m)};                    // also the NaN path: s turns NaN
+}
+
+HD CeStats ce_stats_merge(CeStats a, CeStats b) {
+  if (b.m == -INFINITY) return a;
+  if (a.m == -INFINITY) return b;
+  const float m = a.m > b.m ? a.m : b.m;
+  return {m, a.s * ce_exp(a.m - m) + b.s * ce_exp(b.m - m)};
+}
+
+HD float ce_stats_lse(CeStats a) { return a.m + ce_log(a.s); }
+
+// d ~= bf16(hi) + bf16(lo) to 2^-16 relative (see the header comment).
+HD void ce_split_bf16(float d, uint16_t* hi, uint16_t* lo) {
+  const uint16_t h = float_to_bf16_bits(d);
+  *hi = h;
+  *lo = float_to_bf16_bits(d - bf16_bits_to_float(h));
+}
+
+// ---- tiling of the fused lm_head cross-entropy (host only) -------------------------
+//
+// The CUDA op walks [N, V] logits in tiles of `rows` x `vocab_block`: per tile one GEMM
+// into an fp32 buffer [rows, vocab_block], then the kernels. Its scratch memory is
+//   tile buffer   rows * vocab_block * (4 + 4 if split)   fp32 logits; bf16 hi + lo
+//   dh rows       rows * H * 4 if dh_accumulator          fp32 sum over vocab blocks
+//   per row       N * kCeBytesPerRow                      m, s, z_t, lse, row loss
+// and the plan keeps it within budget = min(N * V * logit_bytes / 24, 256 MiB), 1/24 of
+// the materialised logits (the bench's target is 1/20; the rest is slack for the small
+// allocations). Among row counts r (powers of two up to 1024, or N itself when N <=
+// 1024) it takes the largest whose vocab block (what the budget leaves) is at least
+// min(V, max(16, 4 r)): tall enough that W, streamed once per row chunk, is reused r
+// times, wide enough that the GEMM has many output tiles. With chunk_rows > 0 the rows
+// are given and only the vocab block is planned. The vocab block is a multiple of 16
+// (of 128 from 1024 up), at least min(V, 16), at most V. When even that minimum tile
+// exceeds the budget (tiny problems) the minimum is used.
+// The dW accumulator (fp32 [V, H], only when W needs a gradient) is gradient-sized,
+// not logits-sized, and is not part of this budget.
+
+inline constexpr int64_t kCeBytesPerRow = 20;
+inline constexpr int64_t kCeMaxScratchBytes = int64_t(256) << 20;
+inline constexpr int64_t kCeBudgetDivisor = 24;
+
+struct LmHeadTiling {
+  int64_t rows = 1;         // tokens per chunk
+  int64_t vocab_block = 1;  // vocabulary entries per tile
+};
+
+inline int64_t lm_head_budget_bytes(int64_t n, int64_t v, int64_t logit_bytes) {
+  const int64_t logits = n * v * logit_bytes / kCeBudgetDivisor;
+  return logits < kCeMaxScratchBytes ? logits : kCeMaxScratchBytes;
+}
+
+inline int64_t lm_head_scratch_bytes(const LmHeadTiling& t, int64_t n, int64_t h, bool split,
+                                     bool dh_accumulator) {
+  return t.rows * t.vocab_block * (split ? 8 : 4) + (dh_accumulator ? t.rows * h * 4 : 0) +
+         n * kCeBytesPerRow;
+}
+
+inline LmHeadTiling plan_lm_head_tiling(int64_t n, int64_t v, int64_t h, int64_t logit_bytes,
+                                        bool split, bool dh_accumulator, int64_t chunk_rows) {
+  const int64_t budget = lm_head_budget_bytes(n, v, logit_bytes) - n * kCeBytesPerRow;
+  const int64_t per_element = split ? 8 : 4;
+  auto widest_block = [&](int64_t r) -> int64_t {  // vocab entries the budget leaves
+    const int64_t left = budget - (dh_accumulator ? r * h * 4 : 0);
+    return left > 0 ? left / (r * per_element) : 0;
+  };
+  auto at_most_v = [&](int64_t x) { return x < v ? x : v; };
+  LmHeadTiling t;
+  if (chunk_rows > 0) {
+    t.rows = chunk_rows < n ? chunk_rows : n;
+  } else {
+    const int64_t cap = std::min<int64_t>(n, 1024);
+    for (int64_t r = 1;; r = std::min(2 * r, cap)) {  // 1, 2, 4, ..., then cap
+      if (widest_block(r) >= at_most_v(std::max<int64_t>(16, 4 * r))) t.rows = r;
+      if (r >= cap) break;
+    }
+  }
+  int64_t b = widest_block(t.rows);
+  if (b >= v) {
+    b = v;
+  } else {
+    const int64_t quantum = b >= 1024 ? 128 : 16;
+    b = b / quantum * quantum;
+    const int64_t least = at_most_v(16);
+    if (b < least) b = least;
+  }
+  t.vocab_block = b;
+  return t;
+}
+
+}  // namespace kmath
