@@ -113,6 +113,31 @@ void LlamaModel::add_lora(const LoraConfig& lora, uint64_t seed) {
   }
 }
 
+void LlamaModel::to(engine::Device device, engine::DType dtype) {
+  auto move = [&](Tensor& t, engine::DType type) {
+    if (!t.defined()) return;
+    const bool trains = t.requires_grad();
+    Tensor moved = t.dtype() == type ? t : t.to_dtype(type);
+    if (moved.device() != device) moved = moved.to(device);
+    t = moved.detach().set_requires_grad(trains);
+  };
+  const bool tied = lm_head_.same_impl(embed_tokens_);
+  move(embed_tokens_, dtype);
+  move(final_norm_, dtype);
+  if (tied) lm_head_ = embed_tokens_;
+  else move(lm_head_, dtype);
+  for (LlamaLayer& l : layers_) {
+    move(l.input_norm, dtype);
+    move(l.post_attention_norm, dtype);
+    for (Linear* lin : l.linears()) {
+      move(lin->weight, dtype);
+      if (lin->frozen && lin->frozen->device() != device) lin->frozen = lin->frozen->to(device);
+      move(lin->lora_a, engine::DType::F32);
+      move(lin->lora_b, engine::DType::F32);
+    }
+  }
+}
+
 Tensor LlamaModel::layer_forward(size_t index, const Tensor& h, const ForwardOptions& o) const {
   const LlamaConfig& c = config_;
   const LlamaLayer& l = layers_[index];
@@ -134,7 +159,7 @@ Tensor LlamaModel::layer_forward(size_t index, const Tensor& h, const ForwardOpt
 
 Tensor LlamaModel::hidden_states(const Tensor& ids, const ForwardOptions& o) const {
   ENGINE_CHECK(ids.rank() == 2, "model input ids must be [batch, seq], got ", ids.str());
-  Tensor h = ops::embedding(ids, embed_tokens_);
+  Tensor h = ops::embedding(ids.device() == device() ? ids : ids.to(device()), embed_tokens_);
   for (size_t i = 0; i < layers_.size(); ++i) {
     engine::NvtxRange range("layer");
     if (o.checkpoint_layers) {

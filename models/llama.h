@@ -47,6 +47,12 @@ class LlamaModel {
   void freeze_base(BaseFormat format);
   // Adds LoRA adapters to the targeted linears (after freeze_base).
   void add_lora(const LoraConfig& lora, uint64_t seed);
+  // Moves the model to `device`: dense weights (embedding, norms, lm_head, unfrozen
+  // linears) become `dtype` (bf16 activations on a GPU), frozen linears keep their
+  // format, LoRA factors stay fp32 masters. Trainable tensors are replaced by their
+  // copies: collect trainable_parameters() after moving.
+  void to(engine::Device device, engine::DType dtype);
+  engine::Device device() const { return embed_tokens_.device(); }
 
   // Mean next-token loss over positions whose shifted label is not -100.
   // ids, labels: i32 [batch, seq]; labels aligned with ids (HF convention).

@@ -22,6 +22,7 @@
 #include <cmath>
 
 #include "engine/cpu/ops.h"
+#include "engine/op_shapes.h"
 #include "kernels/math/online_softmax.h"
 
 namespace engine::cpu {
@@ -41,18 +42,8 @@ AttnDims attention_dims(const Tensor& q, const Tensor& k, const Tensor& v) {
   require_f32(q, "attention", "q");
   require_f32(k, "attention", "k");
   require_f32(v, "attention", "v");
-  ENGINE_CHECK(q.rank() == 4 && k.rank() == 4 && v.rank() == 4,
-               "attention: q, k, v must be [B, T, H, D], got ", q.shape().str(), ", ",
-               k.shape().str(), ", ", v.shape().str());
-  ENGINE_CHECK(k.shape() == v.shape(), "attention: k ", k.shape().str(), " and v ",
-               v.shape().str(), " differ");
-  ENGINE_CHECK(q.dim(0) == k.dim(0) && q.dim(1) == k.dim(1) && q.dim(3) == k.dim(3),
-               "attention: q ", q.shape().str(), " and k ", k.shape().str(),
-               " differ in batch, tokens or head dim");
-  AttnDims s{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
-  ENGINE_CHECK(s.hkv > 0 && s.hq % s.hkv == 0, "attention: ", s.hq,
-               " query heads are not a multiple of ", s.hkv, " KV heads");
-  return s;
+  const AttentionDims d = engine::attention_dims(q.shape(), k.shape(), v.shape());
+  return AttnDims{d.batch, d.seq, d.q_heads, d.kv_heads, d.head_dim};
 }
 
 float softmax_scale(const OpAttrs& attrs, int64_t d) {

@@ -22,32 +22,11 @@
 #include <string>
 
 #include "engine/cpu/ops.h"
+#include "engine/op_shapes.h"
 
 namespace engine::cpu {
 
 namespace {
-
-// `s` with one more trailing dimension of size `d`.
-Shape append_dim(const Shape& s, int64_t d) {
-  switch (s.rank()) {
-    case 0: return Shape{d};
-    case 1: return Shape{s[0], d};
-    case 2: return Shape{s[0], s[1], d};
-    case 3: return Shape{s[0], s[1], s[2], d};
-  }
-  ENGINE_CHECK(false, "embedding: ids of rank ", s.rank(), " leave no room for the embedding dim");
-  return {};
-}
-
-// "[i, j]": the multi-index of flat element `n` of `s`, for error messages.
-std::string position(const Shape& s, int64_t n) {
-  std::string text = "]";
-  for (int i = s.rank() - 1; i >= 0; --i) {
-    text = std::to_string(n % s[i]) + (i == s.rank() - 1 ? "" : ", ") + text;
-    n /= s[i];
-  }
-  return "[" + text;
-}
 
 void require_i32(const Tensor& t, const char* op, const char* what) {
   ENGINE_CHECK(t.dtype() == DType::I32, op, ": ", what, " must be i32, got ", t.str());
@@ -78,13 +57,13 @@ std::vector<Tensor> embedding_forward(OpContext& ctx, const std::vector<Tensor>&
   require_f32(table, "embedding", "table");
   ENGINE_CHECK(table.rank() == 2, "embedding: table must be [V, D], got ", table.shape().str());
   const int64_t vocab = table.dim(0), d = table.dim(1);
-  Tensor out = Tensor::empty(append_dim(ids.shape(), d));
+  Tensor out = Tensor::empty(embedding_output_shape(ids.shape(), d));
   const int32_t* idp = ids.data<int32_t>();
   const float* tp = table.data<float>();
   float* op = out.data<float>();
   for (int64_t n = 0; n < ids.numel(); ++n) {
     const int64_t id = idp[n];
-    ENGINE_CHECK(id >= 0 && id < vocab, "embedding: id ", id, " at ids", position(ids.shape(), n),
+    ENGINE_CHECK(id >= 0 && id < vocab, "embedding: id ", id, " at ids", index_text(ids.shape(), n),
                  " is outside the table's [0, ", vocab, ")");
     std::copy(tp + id * d, tp + (id + 1) * d, op + n * d);
   }

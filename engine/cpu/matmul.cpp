@@ -4,7 +4,7 @@
 // transposed cases follow by swapping roles, and a 2-D B shared across batches
 // sums its gradient over the batch.
 #include "engine/cpu/ops.h"
-#include "engine/matmul_shape.h"
+#include "engine/op_shapes.h"
 
 namespace engine::cpu {
 

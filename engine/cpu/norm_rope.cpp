@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/cpu/ops.h"
+#include "engine/op_shapes.h"
 #include "kernels/math/rmsnorm.h"
 #include "kernels/math/rope.h"
 
@@ -32,23 +33,6 @@ kmath::RopeParams rope_params(const RopeConfig& c) {
   p.high_freq_factor = c.high_freq_factor;
   p.original_max_position = c.original_max_position;
   return p;
-}
-
-void check_rope(const Shape& s, const OpAttrs& a) {
-  ENGINE_CHECK(s.rank() == 4, "rope: x must be [B, T, H, Dh], got ", s.str());
-  ENGINE_CHECK(s[3] > 0 && s[3] % 2 == 0, "rope: head dim must be even and positive, got ",
-               s.str());
-  ENGINE_CHECK(a.position_offset >= 0, "rope: position_offset must be >= 0, got ",
-               a.position_offset);
-  const RopeConfig& c = a.rope;
-  ENGINE_CHECK(c.theta > 0.0f, "rope: theta must be positive, got ", c.theta);
-  if (c.scaling_factor > 0.0f)
-    ENGINE_CHECK(c.low_freq_factor > 0.0f && c.high_freq_factor > c.low_freq_factor &&
-                     c.original_max_position > 0.0f,
-                 "rope: llama3 scaling needs 0 < low_freq_factor < high_freq_factor and "
-                 "original_max_position > 0, got low ",
-                 c.low_freq_factor, ", high ", c.high_freq_factor, ", original ",
-                 c.original_max_position);
 }
 
 // out = x rotated by `sign` * angle (sign +1: forward, -1: inverse / backward).

@@ -9,7 +9,9 @@
 // from the caching allocator) and drops the ones no input needs.
 #include <cmath>
 
+#include "engine/cuda/op_helpers.h"
 #include "engine/cuda/ops.h"
+#include "engine/op_shapes.h"
 #include "engine/cuda/runtime.h"
 #include "engine/nvtx.h"
 #include "kernels/attention.h"
@@ -35,31 +37,18 @@ kernels::AttentionShape attention_shape(const Tensor& q, const Tensor& k, const 
                    q.device() == v.device(),
                "attention: q ", q.str(), ", k ", k.str(), " and v ", v.str(),
                " differ in dtype or device");
-  ENGINE_CHECK(q.rank() == 4 && k.rank() == 4 && v.rank() == 4,
-               "attention: q, k, v must be [B, T, H, D], got ", q.shape().str(), ", ",
-               k.shape().str(), ", ", v.shape().str());
-  ENGINE_CHECK(k.shape() == v.shape(), "attention: k ", k.shape().str(), " and v ",
-               v.shape().str(), " differ");
-  ENGINE_CHECK(q.dim(0) == k.dim(0) && q.dim(1) == k.dim(1) && q.dim(3) == k.dim(3),
-               "attention: q ", q.shape().str(), " and k ", k.shape().str(),
-               " differ in batch, tokens or head dim");
+  const AttentionDims d = attention_dims(q.shape(), k.shape(), v.shape());
   kernels::AttentionShape s;
-  s.batch = q.dim(0);
-  s.seq = q.dim(1);
-  s.q_heads = q.dim(2);
-  s.kv_heads = k.dim(2);
-  s.head_dim = q.dim(3);
-  ENGINE_CHECK(s.kv_heads > 0 && s.q_heads % s.kv_heads == 0, "attention: ", s.q_heads,
-               " query heads are not a multiple of ", s.kv_heads, " KV heads");
+  s.batch = d.batch;
+  s.seq = d.seq;
+  s.q_heads = d.q_heads;
+  s.kv_heads = d.kv_heads;
+  s.head_dim = d.head_dim;
   return s;
 }
 
 float softmax_scale(const OpAttrs& attrs, int64_t d) {
   return attrs.scale != 0.0f ? attrs.scale : static_cast<float>(1.0 / std::sqrt(double(d)));
-}
-
-bool wants_grad(const OpContext& ctx, size_t i) {
-  return i >= ctx.needs_grad.size() || ctx.needs_grad[i];
 }
 
 }  // namespace

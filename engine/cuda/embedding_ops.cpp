@@ -11,6 +11,7 @@
 #include <string>
 
 #include "engine/cuda/ops.h"
+#include "engine/op_shapes.h"
 #include "engine/cuda/runtime.h"
 #include "kernels/embedding.h"
 
@@ -25,28 +26,6 @@ kernels::ElemType table_type(const Tensor& t) {
   return t.dtype() == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
 }
 
-// `s` with one more trailing dimension of size `d`.
-Shape append_dim(const Shape& s, int64_t d) {
-  switch (s.rank()) {
-    case 0: return Shape{d};
-    case 1: return Shape{s[0], d};
-    case 2: return Shape{s[0], s[1], d};
-    case 3: return Shape{s[0], s[1], s[2], d};
-  }
-  ENGINE_CHECK(false, "embedding: ids of rank ", s.rank(), " leave no room for the embedding dim");
-  return {};
-}
-
-// "[i, j]": the multi-index of flat element `n` of `s`, for error messages.
-std::string position(const Shape& s, int64_t n) {
-  std::string text = "]";
-  for (int i = s.rank() - 1; i >= 0; --i) {
-    text = std::to_string(n % s[i]) + (i == s.rank() - 1 ? "" : ", ") + text;
-    n /= s[i];
-  }
-  return "[" + text;
-}
-
 }  // namespace
 
 std::vector<Tensor> embedding_forward(OpContext& ctx, const std::vector<Tensor>& in) {
@@ -57,7 +36,7 @@ std::vector<Tensor> embedding_forward(OpContext& ctx, const std::vector<Tensor>&
                table.str(), " are on different devices");
   ENGINE_CHECK(table.rank() == 2, "embedding: table must be [V, D], got ", table.shape().str());
   const int64_t vocab = table.dim(0), d = table.dim(1), n = ids.numel();
-  Tensor out = Tensor::empty(append_dim(ids.shape(), d), table.dtype(), table.device());
+  Tensor out = Tensor::empty(embedding_output_shape(ids.shape(), d), table.dtype(), table.device());
   Tensor status = Tensor::empty({2}, DType::I32, table.device());  // one 64-bit word
   kernels::embedding_forward(out.raw_data(), static_cast<const int32_t*>(ids.raw_data()),
                              table.raw_data(), t, n, vocab, d,
@@ -67,7 +46,7 @@ std::vector<Tensor> embedding_forward(OpContext& ctx, const std::vector<Tensor>&
   if (word != kernels::kEmbeddingIdsOk) {
     const int64_t index = kernels::embedding_bad_index(word);
     ENGINE_CHECK(false, "embedding: id ", kernels::embedding_bad_id(word), " at ids",
-                 position(ids.shape(), index), " is outside the table's [0, ", vocab, ")");
+                 index_text(ids.shape(), index), " is outside the table's [0, ", vocab, ")");
   }
   ctx.save({ids, table});
   return {out};
@@ -83,7 +62,7 @@ std::vector<Tensor> embedding_backward(OpContext& ctx, const std::vector<Tensor>
     return {Tensor(), dtable};
   }
   Tensor g = grad_out[0];
-  ENGINE_CHECK(g.shape() == append_dim(ids.shape(), d) && g.device() == table.device(),
+  ENGINE_CHECK(g.shape() == embedding_output_shape(ids.shape(), d) && g.device() == table.device(),
                "embedding: gradient ", g.str(), " does not match the output");
   if (g.dtype() != table.dtype()) g = g.to_dtype(table.dtype());
   const size_t bytes = kernels::embedding_backward_workspace_bytes(n, vocab);

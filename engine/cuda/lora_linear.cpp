@@ -41,6 +41,7 @@
 #include <string_view>
 
 #include "engine/cuda/cublaslt.h"
+#include "engine/cuda/op_helpers.h"
 #include "engine/cuda/ops.h"
 #include "engine/cuda/runtime.h"
 #include "engine/frozen_linear.h"
@@ -147,10 +148,6 @@ Tensor dense_weight(const Call& k) {
 // (cuBLASLt's bf16 -> f32 and bf16 -> bf16), in f32 otherwise (converted afterwards).
 Tensor grad_buffer(const Shape& shape, DType want, const Call& k) {
   return Tensor::empty(shape, k.c == DType::BF16 ? want : DType::F32, k.device);
-}
-
-bool wants_grad(const OpContext& ctx, size_t i) {
-  return i >= ctx.needs_grad.size() || ctx.needs_grad[i];
 }
 
 }  // namespace

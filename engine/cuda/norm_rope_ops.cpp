@@ -10,7 +10,9 @@
 //   the CPU reference computes them.
 #include <vector>
 
+#include "engine/cuda/op_helpers.h"
 #include "engine/cuda/ops.h"
+#include "engine/op_shapes.h"
 #include "engine/cuda/runtime.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -18,43 +20,6 @@
 namespace engine::cuda_ops {
 
 namespace {
-
-kernels::ElemType arith_type(const Tensor& t, const char* op, const char* what) {
-  ENGINE_CHECK(t.device().is_cuda(), op, ": ", what, " must be on a CUDA device, got ", t.str());
-  ENGINE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, op, ": ", what,
-               " must be f32 or bf16 on cuda, got ", t.str());
-  return t.dtype() == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
-}
-
-// The upstream gradient in the layout of `like` (zeros when undefined, converted when
-// it arrives in another dtype).
-Tensor grad_like(const Tensor& g, const Shape& shape, const Tensor& like) {
-  if (!g.defined()) return Tensor::zeros(shape, like.dtype(), like.device());
-  ENGINE_CHECK(g.shape() == shape && g.device() == like.device(), "gradient ", g.str(),
-               " does not match ", shape.str(), " on ", like.device().str());
-  return g.dtype() == like.dtype() ? g : g.to_dtype(like.dtype());
-}
-
-bool wants_grad(const OpContext& ctx, size_t i) {
-  return i >= ctx.needs_grad.size() || ctx.needs_grad[i];
-}
-
-void check_rope(const Shape& s, const OpAttrs& a) {
-  ENGINE_CHECK(s.rank() == 4, "rope: x must be [B, T, H, Dh], got ", s.str());
-  ENGINE_CHECK(s[3] > 0 && s[3] % 2 == 0, "rope: head dim must be even and positive, got ",
-               s.str());
-  ENGINE_CHECK(a.position_offset >= 0, "rope: position_offset must be >= 0, got ",
-               a.position_offset);
-  const RopeConfig& c = a.rope;
-  ENGINE_CHECK(c.theta > 0.0f, "rope: theta must be positive, got ", c.theta);
-  if (c.scaling_factor > 0.0f)
-    ENGINE_CHECK(c.low_freq_factor > 0.0f && c.high_freq_factor > c.low_freq_factor &&
-                     c.original_max_position > 0.0f,
-                 "rope: llama3 scaling needs 0 < low_freq_factor < high_freq_factor and "
-                 "original_max_position > 0, got low ",
-                 c.low_freq_factor, ", high ", c.high_freq_factor, ", original ",
-                 c.original_max_position);
-}
 
 // out = x rotated by +angle (forward) or -angle (inverse: backward).
 Tensor rotate(const Tensor& x, const OpAttrs& a, bool inverse) {

@@ -11,44 +11,23 @@
 //            batch*M), deterministic and without atomics. When A is also transposed
 //            the flattened A^T is not a strided matrix, so the batches are summed by
 //            GEMMs issued in order into an fp32 accumulator (beta = 1), then rounded.
+#include "engine/cuda/op_helpers.h"
 #include "engine/cuda/ops.h"
 
 #include "engine/cuda/cublaslt.h"
 #include "engine/cuda/runtime.h"
-#include "engine/matmul_shape.h"
+#include "engine/op_shapes.h"
 #include "kernels/elementwise.h"
 
 namespace engine::cuda_ops {
 
 namespace {
 
-kernels::ElemType arith_type(const Tensor& t, const char* op, const char* what) {
-  ENGINE_CHECK(t.device().is_cuda(), op, ": ", what, " must be on a CUDA device, got ", t.str());
-  ENGINE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, op, ": ", what,
-               " must be f32 or bf16 on cuda, got ", t.str());
-  return t.dtype() == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
-}
-
 void check_same(const Tensor& a, const Tensor& b, const char* op) {
   arith_type(a, op, "a");
   arith_type(b, op, "b");
   ENGINE_CHECK(a.shape() == b.shape() && a.dtype() == b.dtype() && a.device() == b.device(), op,
                ": operands ", a.str(), " and ", b.str(), " differ");
-}
-
-Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
-
-// The upstream gradient in the layout of `like` (zeros when undefined, converted when
-// another op produced it in a different dtype).
-Tensor grad_like(const Tensor& g, const Shape& shape, const Tensor& like) {
-  if (!g.defined()) return Tensor::zeros(shape, like.dtype(), like.device());
-  ENGINE_CHECK(g.shape() == shape && g.device() == like.device(), "gradient ", g.str(),
-               " does not match ", shape.str(), " on ", like.device().str());
-  return g.dtype() == like.dtype() ? g : g.to_dtype(like.dtype());
-}
-
-bool wants_grad(const OpContext& ctx, size_t i) {
-  return i >= ctx.needs_grad.size() || ctx.needs_grad[i];
 }
 
 // ---- matmul ---------------------------------------------------------------------

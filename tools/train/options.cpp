@@ -27,6 +27,7 @@ std::optional<TrainOptions> parse_options(int argc, char** argv, int* exit_code)
       ->capture_default_str();
   app.add_flag("--rslora", o.rslora, "rsLoRA scaling alpha / sqrt(r)");
   app.add_option("--base-format", o.base_format, "Frozen base weights: nf4 or f32")->capture_default_str();
+  app.add_option("--device", o.device, "auto (the GPU when one is usable), cpu or cuda")->capture_default_str();
   app.add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
   app.add_option("--epochs", o.epochs, "Passes over the training split")->capture_default_str();
   app.add_option("--max-steps", o.max_steps, "Stop after this many optimizer steps (0: by epochs)")
@@ -82,6 +83,8 @@ void validate(const TrainOptions& o) {
                o.eval_fraction);
   ENGINE_CHECK(o.base_format == "nf4" || o.base_format == "f32", "--base-format must be nf4 or f32, got '",
                o.base_format, "'");
+  ENGINE_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda",
+               "--device must be auto, cpu or cuda, got '", o.device, "'");
   engine::optim::parse_schedule_kind(o.schedule);
   models::parse_lora_targets(o.lora_targets);
   ENGINE_CHECK(o.demo || !o.dataset.empty(), "--dataset is required (or --demo)");

@@ -18,6 +18,7 @@ struct TrainOptions {
   std::string lora_targets = "all-linear";
   bool rslora = false;
   std::string base_format = "nf4";  // nf4 | f32
+  std::string device = "auto";      // auto (CUDA when usable) | cpu | cuda
   // Optimisation.
   float lr = 1e-4f;
   int64_t epochs = 3;

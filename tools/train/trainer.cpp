@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/autograd.h"
+#include "engine/backend.h"
 #include "engine/io/safetensors.h"
 #include "engine/nvtx.h"
 #include "engine/ops.h"
@@ -84,7 +85,8 @@ EvalResult evaluate(const models::LlamaModel& model, const std::vector<models::E
     Tensor logits = model.logits(b.ids);
     const int64_t rows = b.ids.dim(0), seq = b.ids.dim(1), vocab = model.config().vocab;
     std::vector<int32_t> lab = b.labels.to_ints();
-    const float* l = logits.data<float>();
+    const std::vector<float> logit_values = logits.to_floats();
+    const float* l = logit_values.data();
     for (int64_t row = 0; row < rows; ++row)
       for (int64_t t = 0; t + 1 < seq; ++t) {
         const int32_t target = lab[row * seq + t + 1];
@@ -141,6 +143,11 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
   lora.targets = models::parse_lora_targets(o.lora_targets);
   model.freeze_base(o.base_format == "nf4" ? models::BaseFormat::NF4 : models::BaseFormat::F32);
   model.add_lora(lora, o.seed + 1);
+  std::string no_gpu;
+  const bool gpu_usable = engine::cuda_available(&no_gpu);
+  ENGINE_CHECK(o.device != "cuda" || gpu_usable, "--device cuda: ", no_gpu);
+  const bool on_gpu = o.device == "cuda" || (o.device == "auto" && gpu_usable);
+  if (on_gpu) model.to(engine::Device::cuda(), engine::DType::BF16);
   std::vector<Tensor> params = model.trainable_parameters();
   int64_t trainable = 0;
   for (const Tensor& p : params) trainable += p.numel();
@@ -156,7 +163,8 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
   log << "model " << loaded.base_name << ": " << model.config().layers << " layers, hidden "
       << model.config().hidden << ", base " << o.base_format << " (" << model.frozen_bytes()
       << " bytes of decoder weights), LoRA r " << lora.r << " alpha " << lora.alpha << " on "
-      << lora.targets.size() << " modules: " << trainable << " trainable parameters\n";
+      << lora.targets.size() << " modules: " << trainable << " trainable parameters; on "
+      << (on_gpu ? "cuda (bf16 activations)" : "cpu (fp32 reference)") << "\n";
   log << "data: " << split.train.size() << " training / " << split.eval.size() << " held-out examples; "
       << total_steps << " steps of " << per_step << " sequences\n";
 
