@@ -7,7 +7,9 @@
 // (u_out: unit roundoff of the output type, 2^-8 for bf16 and 2^-24 for f32, for the
 // final rounding; K u_f32: fp32 accumulation of length K in either order).
 // The device memory pool is poisoned with NaN first, so an output element the
-// kernel forgets to write shows up as NaN and fails.
+// kernel forgets to write shows up as NaN and fails. (Attention in f32 runs the
+// fp32 fallback kernels of kernels/attention_fallback.cu; bf16 runs the tensor-core
+// path, also covered at larger sizes by test_attention_cuda.cpp.)
 #include <gtest/gtest.h>
 
 #include <cmath>
