@@ -10,6 +10,12 @@
 #define CUDA_IMPL(name) OpImpl{}
 #endif
 #define CPU_IMPL(name) OpImpl{cpu::name##_forward, cpu::name##_backward}
+// Ops that only touch shapes (views) run unchanged on every device.
+#if ENGINE_WITH_CUDA
+#define ANY_DEVICE(name) CPU_IMPL(name)
+#else
+#define ANY_DEVICE(name) OpImpl{}
+#endif
 #define NO_CUDA OpImpl{}
 
 namespace engine {
@@ -22,7 +28,7 @@ const std::array<OpDef, static_cast<size_t>(OpId::kCount)> kOps = {{
     {OpId::Scale, "scale", 1, 1, CPU_IMPL(scale), CUDA_IMPL(scale)},
     {OpId::Sum, "sum", 1, 1, CPU_IMPL(sum), NO_CUDA},
     {OpId::Mean, "mean", 1, 1, CPU_IMPL(mean), NO_CUDA},
-    {OpId::Reshape, "reshape", 1, 1, CPU_IMPL(reshape), CUDA_IMPL(reshape)},
+    {OpId::Reshape, "reshape", 1, 1, CPU_IMPL(reshape), ANY_DEVICE(reshape)},
     {OpId::RmsNorm, "rms_norm", 2, 1, CPU_IMPL(rms_norm), CUDA_IMPL(rms_norm)},
     {OpId::Rope, "rope", 1, 1, CPU_IMPL(rope), CUDA_IMPL(rope)},
     {OpId::Silu, "silu", 1, 1, CPU_IMPL(silu), CUDA_IMPL(silu)},

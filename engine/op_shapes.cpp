@@ -38,6 +38,13 @@ AttentionDims attention_dims(const Shape& q, const Shape& k, const Shape& v) {
   return d;
 }
 
+void check_rms_norm(const Shape& x, const Shape& w, float eps) {
+  ENGINE_CHECK(x.rank() >= 1 && x.last() > 0, "rms_norm: x must be [..., D], got ", x.str());
+  ENGINE_CHECK(w.rank() == 1 && w[0] == x.last(), "rms_norm: weight must be [", x.last(),
+               "], got ", w.str());
+  ENGINE_CHECK(eps >= 0.0f, "rms_norm: eps must be >= 0, got ", eps);
+}
+
 void check_rope(const Shape& s, const OpAttrs& a) {
   ENGINE_CHECK(s.rank() == 4, "rope: x must be [B, T, H, Dh], got ", s.str());
   ENGINE_CHECK(s[3] > 0 && s[3] % 2 == 0, "rope: head dim must be even and positive, got ",

@@ -22,6 +22,9 @@ struct AttentionDims {
 };
 AttentionDims attention_dims(const Shape& q, const Shape& k, const Shape& v);
 
+// rms_norm: x [..., D] with D > 0, weight [D], eps >= 0.
+void check_rms_norm(const Shape& x, const Shape& weight, float eps);
+
 // rope: x [B, T, H, Dh] with Dh even, a valid RopeConfig and position offset.
 void check_rope(const Shape& x, const OpAttrs& attrs);
 

@@ -74,11 +74,7 @@ std::vector<Tensor> rms_norm_forward(OpContext& ctx, const std::vector<Tensor>& 
   const Tensor &x = in[0], &w = in[1];
   require_f32(x, "rms_norm", "x");
   require_f32(w, "rms_norm", "weight");
-  ENGINE_CHECK(x.rank() >= 1 && x.shape().last() > 0, "rms_norm: x must be [..., D], got ",
-               x.shape().str());
-  ENGINE_CHECK(w.rank() == 1 && w.dim(0) == x.shape().last(), "rms_norm: weight must be [",
-               x.shape().last(), "], got ", w.shape().str());
-  ENGINE_CHECK(ctx.attrs.eps >= 0.0f, "rms_norm: eps must be >= 0, got ", ctx.attrs.eps);
+  check_rms_norm(x.shape(), w.shape(), ctx.attrs.eps);
   const int64_t d = x.shape().last(), rows = x.shape().rows();
   Tensor y = Tensor::empty(x.shape());
   Tensor rstd = Tensor::empty(Shape{rows});  // saved so backward need not recompute it

@@ -50,11 +50,7 @@ std::vector<Tensor> rms_norm_forward(OpContext& ctx, const std::vector<Tensor>& 
   arith_type(w, "rms_norm", "weight");
   ENGINE_CHECK(w.dtype() == x.dtype(), "rms_norm: weight ", w.str(), " and x ", x.str(),
                " differ in dtype");
-  ENGINE_CHECK(x.rank() >= 1 && x.shape().last() > 0, "rms_norm: x must be [..., D], got ",
-               x.shape().str());
-  ENGINE_CHECK(w.rank() == 1 && w.dim(0) == x.shape().last(), "rms_norm: weight must be [",
-               x.shape().last(), "], got ", w.shape().str());
-  ENGINE_CHECK(ctx.attrs.eps >= 0.0f, "rms_norm: eps must be >= 0, got ", ctx.attrs.eps);
+  check_rms_norm(x.shape(), w.shape(), ctx.attrs.eps);
   const int64_t d = x.shape().last(), rows = x.shape().rows();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor rstd = Tensor::empty(Shape{rows}, DType::F32, x.device());

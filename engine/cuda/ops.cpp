@@ -1,6 +1,7 @@
-// CUDA implementations of matmul, add, mul, scale, reshape, silu and swiglu; the
-// semantics are the CPU reference's (engine/cpu/matmul.cpp, elementwise.cpp,
-// activations.cpp), in f32 or bf16 with fp32 math.
+// CUDA implementations of matmul, add, mul, scale, silu and swiglu; the semantics
+// are the CPU reference's (engine/cpu/matmul.cpp, elementwise.cpp, activations.cpp),
+// in f32 or bf16 with fp32 math. (reshape is a view: the registry uses its
+// device-agnostic implementation for CUDA tensors too.)
 //
 // matmul, C[b] = op(A[b]) @ op(B[b]) (op = optional transpose of the last two dims):
 //   forward  one cuBLASLt call: batched (strided), or, for a shared 2-D B and an
@@ -174,14 +175,6 @@ std::vector<Tensor> scale_backward(OpContext& ctx, const std::vector<Tensor>& gr
   OpContext inner;
   inner.attrs.scale = ctx.attrs.scale;
   return scale_forward(inner, {grad_out[0]});
-}
-
-std::vector<Tensor> reshape_forward(OpContext& ctx, const std::vector<Tensor>& in) {
-  return {in[0].view(ctx.attrs.shape)};
-}
-
-std::vector<Tensor> reshape_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
-  return {grad_out[0].view(ctx.input_shapes[0])};
 }
 
 std::vector<Tensor> silu_forward(OpContext& ctx, const std::vector<Tensor>& in) {

@@ -16,7 +16,6 @@ ENGINE_CUDA_OP(matmul)
 ENGINE_CUDA_OP(add)
 ENGINE_CUDA_OP(mul)
 ENGINE_CUDA_OP(scale)
-ENGINE_CUDA_OP(reshape)
 ENGINE_CUDA_OP(silu)
 ENGINE_CUDA_OP(swiglu)
 ENGINE_CUDA_OP(attention)  // engine/cuda/attention_op.cpp
