@@ -27,7 +27,7 @@ std::optional<TrainOptions> parse_options(int argc, char** argv, int* exit_code)
       ->capture_default_str();
   app.add_flag("--rslora", o.rslora, "rsLoRA scaling alpha / sqrt(r)");
   app.add_option("--base-format", o.base_format, "Frozen base weights: nf4 or f32")->capture_default_str();
-  app.add_option("--device", o.device, "auto (the GPU when one is usable), cpu or cuda")->capture_default_str();
+  app.add_option("--device", o.device, "cpu, cuda, or auto (the GPU when usable);\nthe CUDA path has not yet run on a GPU")->capture_default_str();
   app.add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
   app.add_option("--epochs", o.epochs, "Passes over the training split")->capture_default_str();
   app.add_option("--max-steps", o.max_steps, "Stop after this many optimizer steps (0: by epochs)")

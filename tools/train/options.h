@@ -18,7 +18,9 @@ struct TrainOptions {
   std::string lora_targets = "all-linear";
   bool rslora = false;
   std::string base_format = "nf4";  // nf4 | f32
-  std::string device = "auto";      // auto (CUDA when usable) | cpu | cuda
+  // cpu | cuda | auto (CUDA when usable). The default stays cpu until the CUDA step
+  // has passed its GPU tests (tests/models/test_llama_step_cuda.cpp) on real hardware.
+  std::string device = "cpu";
   // Optimisation.
   float lr = 1e-4f;
   int64_t epochs = 3;
