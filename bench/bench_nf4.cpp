@@ -79,24 +79,6 @@ double nf4_read_bytes(int64_t n) {
   return 0.5 * double(n) + double(n) / 64 + 4.0 * double((n / 64 + 255) / 256);
 }
 
-// Mean seconds of fn() over kGemmReps event-timed calls after kGemmWarmups.
-template <class Fn>
-double mean_seconds(Fn&& fn) {
-  cudaStream_t stream = engine::cuda::current_stream();
-  for (int i = 0; i < kGemmWarmups; ++i) fn(i);
-  cudaEvent_t start = nullptr, stop = nullptr;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  CUDA_CHECK(cudaEventRecord(start, stream));
-  for (int i = 0; i < kGemmReps; ++i) fn(i);
-  CUDA_CHECK(cudaEventRecord(stop, stream));
-  CUDA_CHECK(cudaEventSynchronize(stop));
-  float ms = 0;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  return ms * 1e-3 / kGemmReps;
-}
 
 void BM_Nf4Dequantize(benchmark::State& state) {
   if (skip_without_gpu(state)) return;
@@ -130,11 +112,13 @@ void BM_Nf4MatmulSmallM(benchmark::State& state) {
       const int copies = copies_for(2.0 * double(out) * double(in));
       std::vector<Tensor> dense;
       for (int i = 0; i < copies; ++i) dense.push_back(random_bf16({out, in}, 100 + i));
-      gemm_s = mean_seconds([&](int i) {
-        engine::cuda::gemm(false, true, m, out, in, 1.0f, x.raw_data(), DType::BF16, 0,
-                           dense[static_cast<size_t>(i) % dense.size()].raw_data(), DType::BF16, 0,
-                           0.0f, y.raw_data(), DType::BF16, 0, 1, stream);
-      });
+      gemm_s = mean_seconds(
+          [&](int i) {
+            engine::cuda::gemm(false, true, m, out, in, 1.0f, x.raw_data(), DType::BF16, 0,
+                               dense[static_cast<size_t>(i) % dense.size()].raw_data(),
+                               DType::BF16, 0, 0.0f, y.raw_data(), DType::BF16, 0, 1, stream);
+          },
+          kGemmWarmups, kGemmReps);
     }
 
     const auto weights = nf4_weights(out, in, copies_for(nf4_read_bytes(out * in)));

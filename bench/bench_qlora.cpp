@@ -80,24 +80,6 @@ std::shared_ptr<const engine::FrozenLinear> nf4_weight(int64_t out, int64_t in) 
   return slot;
 }
 
-// Mean seconds per call of fn over kGemmReps event-timed calls after kGemmWarmups.
-template <class Fn>
-double mean_seconds(Fn&& fn) {
-  cudaStream_t stream = engine::cuda::current_stream();
-  for (int i = 0; i < kGemmWarmups; ++i) fn();
-  cudaEvent_t start = nullptr, stop = nullptr;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  CUDA_CHECK(cudaEventRecord(start, stream));
-  for (int i = 0; i < kGemmReps; ++i) fn();
-  CUDA_CHECK(cudaEventRecord(stop, stream));
-  CUDA_CHECK(cudaEventSynchronize(stop));
-  float ms = 0;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  return ms * 1e-3 / kGemmReps;
-}
 
 // The baseline: c [m, n] = a [m, k] op(b) in bf16 with fp32 accumulation; b is the
 // dense weight [out, in], transposed for the forward (x W^T), not for dx = dy W.
@@ -107,11 +89,13 @@ double gemm_seconds(int64_t m, int64_t n, int64_t k, bool transpose_w, engine::G
   const Tensor w = engine::uniform(transpose_w ? engine::Shape{n, k} : engine::Shape{k, n}, -1.0f,
                                    1.0f, gen, DType::BF16, gpu);
   Tensor c = Tensor::empty({m, n}, DType::BF16, gpu);
-  return mean_seconds([&] {
-    engine::cuda::gemm(false, transpose_w, m, n, k, 1.0f, a.raw_data(), DType::BF16, 0,
-                       w.raw_data(), DType::BF16, 0, 0.0f, c.raw_data(), DType::BF16, 0, 1,
-                       engine::cuda::current_stream());
-  });
+  return mean_seconds(
+      [&](int) {
+        engine::cuda::gemm(false, transpose_w, m, n, k, 1.0f, a.raw_data(), DType::BF16, 0,
+                           w.raw_data(), DType::BF16, 0, 0.0f, c.raw_data(), DType::BF16, 0, 1,
+                           engine::cuda::current_stream());
+      },
+      kGemmWarmups, kGemmReps);
 }
 
 void BM_Qlora(benchmark::State& state, LinearShape shape, int64_t m, bool backward) {

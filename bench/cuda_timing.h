@@ -86,6 +86,27 @@ double time_cuda(benchmark::State& state, Fn&& fn, int warmup = 2) {
   return count ? total / static_cast<double>(count) : 0.0;
 }
 
+// Mean seconds per call of fn(i), i = 0 .. reps-1: one event pair around `reps`
+// back-to-back calls after `warmups` untimed ones. For a baseline (a cuBLASLt GEMM
+// of the same shape) measured inside another benchmark, outside its timing loop.
+template <class Fn>
+double mean_seconds(Fn&& fn, int warmups, int reps) {
+  cudaStream_t stream = engine::cuda::current_stream();
+  for (int i = 0; i < warmups; ++i) fn(i);
+  cudaEvent_t start = nullptr, stop = nullptr;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  CUDA_CHECK(cudaEventRecord(start, stream));
+  for (int i = 0; i < reps; ++i) fn(i);
+  CUDA_CHECK(cudaEventRecord(stop, stream));
+  CUDA_CHECK(cudaEventSynchronize(stop));
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  return ms * 1e-3 / reps;
+}
+
 // "GB/s" = bytes moved per iteration / mean seconds; "frac_of_ceiling" against a
 // measured bandwidth ceiling in GB/s (omitted when the ceiling is unknown).
 inline void set_bandwidth(benchmark::State& state, double bytes, double seconds,

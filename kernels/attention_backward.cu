@@ -37,6 +37,7 @@
 #include "engine/cuda/check.h"
 #include "engine/error.h"
 #include "kernels/attention_common.cuh"
+#include "kernels/launch_utils.cuh"
 
 namespace kernels {
 
@@ -277,12 +278,7 @@ __global__ void reduce_kernel(bf16* __restrict__ dk, bf16* __restrict__ dv,
   }
 }
 
-int sm_count() {
-  int device = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms;
-}
+using detail::sm_count;
 
 // Splits of the GQA group for dkdv_kernel: the smallest divisor of the group that gives
 // at least 4 blocks per SM (1 when the key tiles alone do), keeping the fp32 partials

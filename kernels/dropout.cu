@@ -28,6 +28,7 @@
 
 #include "engine/cuda/check.h"
 #include "kernels/dropout.h"
+#include "kernels/launch_utils.cuh"
 #include "kernels/math/activations.h"
 #include "kernels/math/bf16.h"
 
@@ -38,17 +39,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kBlocksPerSm = 16;
 
-struct F32S {
-  using S = float;
-  __device__ static float load(S v) { return v; }
-  __device__ static S store(float f) { return f; }
-};
-struct BF16S {
-  using S = uint16_t;
-  __device__ static float load(S v) { return kmath::bf16_bits_to_float(v); }
-  __device__ static S store(float f) { return kmath::float_to_bf16_bits(f); }
-};
-
 template <class S>
 union Pack16 {
   static constexpr int V = 16 / static_cast<int>(sizeof(S));
@@ -56,15 +46,7 @@ union Pack16 {
   S e[V];
 };
 
-unsigned grid_for(int64_t work) {
-  int device = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  int64_t blocks = (work + kThreads - 1) / kThreads;
-  int64_t cap = static_cast<int64_t>(sms) * kBlocksPerSm;
-  if (blocks > cap) blocks = cap;
-  return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
-}
+unsigned grid_for(int64_t work) { return detail::capped_grid(work, kThreads, kBlocksPerSm); }
 
 template <class Ty>
 __global__ void __launch_bounds__(kThreads)
@@ -113,8 +95,8 @@ void dropout(void* out, const void* x, ElemType type, float p, float scale, uint
   if (n == 0) return;
   ENGINE_CHECK(out != nullptr && x != nullptr, "dropout: null pointer");
   switch (type) {
-    case ElemType::F32: launch<F32S>(out, x, p, scale, seed, offset, n, stream); return;
-    case ElemType::BF16: launch<BF16S>(out, x, p, scale, seed, offset, n, stream); return;
+    case ElemType::F32: launch<detail::F32T>(out, x, p, scale, seed, offset, n, stream); return;
+    case ElemType::BF16: launch<detail::BF16ExactT>(out, x, p, scale, seed, offset, n, stream); return;
     default: break;
   }
   ENGINE_CHECK(false, "dropout: element type ", elem_type_name(type),

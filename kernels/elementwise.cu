@@ -30,6 +30,7 @@
 
 #include "engine/cuda/check.h"
 #include "kernels/elementwise.h"
+#include "kernels/launch_utils.cuh"
 #include "kernels/math/activations.h"
 #include "kernels/math/bf16.h"
 #include "kernels/math/philox.h"
@@ -38,24 +39,17 @@ namespace kernels {
 
 namespace {
 
+using detail::aligned;
+using detail::BF16ExactT;
+using detail::BF16T;
+using detail::capped_grid;
+using detail::F32T;
+
 constexpr int kThreads = 256;
 constexpr int kBlocksPerSm = 16;
 
 // ---- storage types: how an element is widened to float and rounded back ----------
 
-struct F32T {
-  using S = float;
-  __device__ static float load(S v) { return v; }
-  __device__ static S store(float f) { return f; }
-};
-struct BF16T {  // hardware round-to-nearest-even
-  using S = uint16_t;
-  __device__ static float load(S v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
-  __device__ static S store(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
-};
-struct BF16ExactT : BF16T {  // the CPU's rounding, bit for bit (NaN payloads too)
-  __device__ static S store(float f) { return kmath::float_to_bf16_bits(f); }
-};
 struct F16T {
   using S = uint16_t;
   __device__ static float load(S v) { return __half2float(__ushort_as_half(v)); }
@@ -79,18 +73,7 @@ union Pack {
   S e[V];
 };
 
-bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
-// Blocks for `work` independent items: enough to cover it, at most kBlocksPerSm per SM.
-unsigned grid_for(int64_t work) {
-  int device = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  int64_t blocks = (work + kThreads - 1) / kThreads;
-  int64_t cap = static_cast<int64_t>(sms) * kBlocksPerSm;
-  if (blocks > cap) blocks = cap;
-  return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
-}
+unsigned grid_for(int64_t work) { return capped_grid(work, kThreads, kBlocksPerSm); }
 
 void check_count(const char* name, int64_t n) {
   ENGINE_CHECK(n >= 0, name, ": negative element count ", n);

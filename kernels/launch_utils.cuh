@@ -1,5 +1,5 @@
-// Device-side helpers shared by the memory-bound kernels (rmsnorm, rope, embedding,
-// adamw): storage types, 16-byte vectors, a fixed-order block sum, and the NVTX range
+// Device-side helpers shared by the memory-bound kernels (elementwise, dropout, rmsnorm,
+// rope, embedding, adamw): storage types, 16-byte vectors, a fixed-order block sum, and the NVTX range
 // every launcher opens. Included by .cu files only.
 #pragma once
 #include <cuda_bf16.h>
@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "engine/cuda/check.h"
+#include "kernels/math/bf16.h"
 
 namespace kernels::detail {
 
@@ -23,6 +24,9 @@ struct BF16T {  // hardware round-to-nearest-even, equal to kmath::float_to_bf16
   using S = uint16_t;
   __device__ static float load(S v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
   __device__ static S store(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
+};
+struct BF16ExactT : BF16T {  // the CPU's rounding, bit for bit (NaN payloads too)
+  __device__ static S store(float f) { return kmath::float_to_bf16_bits(f); }
 };
 
 // V elements moved with one access (16 bytes for V = 16 / sizeof(S)).
@@ -45,6 +49,15 @@ inline int sm_count() {
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   return sms;
+}
+
+// Blocks for `work` items of `threads` each: enough to cover it, at most
+// `blocks_per_sm` per SM (grid-stride loops take the rest); at least 1.
+inline unsigned capped_grid(int64_t work, int threads, int blocks_per_sm) {
+  int64_t blocks = (work + threads - 1) / threads;
+  const int64_t cap = static_cast<int64_t>(sm_count()) * blocks_per_sm;
+  if (blocks > cap) blocks = cap;
+  return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
 }
 
 // ---- reductions ------------------------------------------------------------------

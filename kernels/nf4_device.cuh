@@ -11,6 +11,7 @@
 #include "kernels/math/bf16.h"
 #include "kernels/math/nf4.h"
 #include "kernels/nf4.h"
+#include "kernels/launch_utils.cuh"
 #include "kernels/nf4_layout.h"
 
 namespace kernels::nf4_detail {
@@ -47,12 +48,7 @@ static_assert(kChunk % kmath::kNf4Block == 0 && 32 * 2 == kmath::kNf4Block,
 
 
 
-inline int sm_count() {
-  int device = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms;
-}
+using detail::sm_count;
 
 // Enough CTAs for `ctas` units of work, at most kCtasPerSm per SM; at least 1.
 inline unsigned capped_grid(int64_t ctas) {

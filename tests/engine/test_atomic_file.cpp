@@ -19,6 +19,7 @@
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
+#include "tests/support/errors.h"
 
 namespace {
 
@@ -62,19 +63,7 @@ class AtomicFileTest : public ::testing::Test {
   fs::path dir_;
 };
 
-// Runs `fn`, which must throw engine::Error with a one-line message holding every part.
-void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-  } catch (const engine::Error& e) {
-    std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "no engine::Error thrown";
-}
+using testing_support::expect_one_line_error;
 
 TEST_F(AtomicFileTest, WriteFileAtomicWritesContentAndLeavesNoTemp) {
   const std::string p = path("out.txt");
@@ -107,8 +96,8 @@ TEST_F(AtomicFileTest, WriterAppendsAndOnlyCommitPublishes) {
     EXPECT_EQ(read(p), "abcdef");
     EXPECT_FALSE(fs::exists(temp_of(p)));
     // A committed writer is spent.
-    expect_error([&] { w.write("x", 1); }, {p, "already committed"});
-    expect_error([&] { w.commit(); }, {p, "already committed"});
+    expect_one_line_error([&] { w.write("x", 1); }, {p, "already committed"});
+    expect_one_line_error([&] { w.commit(); }, {p, "already committed"});
   }
   EXPECT_EQ(read(p), "abcdef");  // the destructor does not touch a committed file
   EXPECT_EQ(dir_entries(), std::vector<std::string>{"out.bin"});
@@ -144,10 +133,10 @@ TEST_F(AtomicFileTest, ExceptionBeforeCommitLeavesExistingTargetUntouched) {
 TEST_F(AtomicFileTest, UnwritableDirectoryGivesOneLineError) {
   // A directory that does not exist.
   const std::string missing = path("no_such_dir/out.txt");
-  expect_error([&] { write_file_atomic(missing, "x"); }, {missing, "cannot create", "No such file"});
-  expect_error([&] { AtomicFileWriter w(missing); }, {missing, "cannot create"});
+  expect_one_line_error([&] { write_file_atomic(missing, "x"); }, {missing, "cannot create", "No such file"});
+  expect_one_line_error([&] { AtomicFileWriter w(missing); }, {missing, "cannot create"});
   // Control characters in the path still give one line.
-  expect_error([&] { write_file_atomic(path("no\nsuch/out.txt"), "x"); }, {"cannot create"});
+  expect_one_line_error([&] { write_file_atomic(path("no\nsuch/out.txt"), "x"); }, {"cannot create"});
   EXPECT_TRUE(dir_entries().empty());
 
   // A directory without write permission (root ignores permissions, so skip then).
@@ -156,7 +145,7 @@ TEST_F(AtomicFileTest, UnwritableDirectoryGivesOneLineError) {
   fs::create_directories(ro);
   fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec);
   const std::string p = (ro / "out.txt").string();
-  expect_error([&] { write_file_atomic(p, "x"); }, {p, "cannot create", "Permission denied"});
+  expect_one_line_error([&] { write_file_atomic(p, "x"); }, {p, "cannot create", "Permission denied"});
   fs::permissions(ro, fs::perms::owner_all);
   EXPECT_TRUE(fs::is_empty(ro));
 }

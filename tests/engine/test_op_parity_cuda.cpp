@@ -16,6 +16,7 @@
 
 #include "engine/autograd.h"
 #include "engine/rng.h"
+#include "tests/support/compare.h"
 #include "tests/support/gpu.h"
 #include "tests/support/op_cases.h"
 
@@ -56,23 +57,7 @@ Tensor as_seen(const Tensor& host, DType dtype) {
   return host.to_dtype(dtype).to_dtype(DType::F32);
 }
 
-void expect_close(const std::vector<float>& got, const std::vector<float>& ref, DType dtype,
-                  int64_t k, const std::string& what) {
-  ASSERT_EQ(got.size(), ref.size()) << what;
-  double r = 0;
-  for (float v : ref) r += double(v) * v;
-  r = ref.empty() ? 0 : std::sqrt(r / ref.size());
-  const double u_out = dtype == DType::BF16 ? 1.0 / 256 : 1.0 / (1 << 24);
-  const double k_u = 2.0 * k / (1 << 24);
-  int bad = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    double tol = u_out * std::fabs(ref[i]) + k_u * (std::fabs(ref[i]) + r);
-    bool ok = std::isfinite(got[i]) && std::fabs(got[i] - ref[i]) <= tol;
-    if (!ok && bad++ < 5)
-      ADD_FAILURE() << what << " element " << i << ": cuda " << got[i] << ", cpu " << ref[i]
-                    << ", tolerance " << tol;
-  }
-}
+using testing_support::expect_close_to_reference;
 
 class OpCudaParity : public testing::TestWithParam<std::tuple<OpId, DType>> {};
 
@@ -90,7 +75,7 @@ TEST_P(OpCudaParity, ForwardAndBackwardMatchCpu) {
     poison_device_pool(4 * ref.nbytes() + 1024);
     Tensor out = engine::call_op(id, gpu_in, c.attrs)[0];
     EXPECT_EQ(out.shape(), ref.shape()) << c.label;
-    expect_close(out.to_floats(), ref.to_floats(), dtype, c.accumulation, c.label + " forward");
+    expect_close_to_reference(out, ref, dtype, c.accumulation, c.label + " forward");
 
     // Same upstream gradient on both sides (rounded through dtype like the inputs).
     Tensor w = as_seen(engine::uniform(ref.shape(), -1.0f, 1.0f, gen), dtype);
@@ -100,7 +85,7 @@ TEST_P(OpCudaParity, ForwardAndBackwardMatchCpu) {
     for (size_t i = 0; i < c.inputs.size(); ++i) {
       if (!c.differentiable[i]) continue;
       ASSERT_TRUE(gpu_in[i].grad().defined()) << c.label << " input " << i;
-      expect_close(gpu_in[i].grad().to_floats(), cpu_in[i].grad().to_floats(), dtype,
+      expect_close_to_reference(gpu_in[i].grad(), cpu_in[i].grad(), dtype,
                    c.accumulation, c.label + " grad of input " + std::to_string(i));
     }
   }

@@ -17,6 +17,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
+#include "tests/support/compare.h"
 #include "tests/support/gpu.h"
 
 namespace {
@@ -26,23 +27,7 @@ using engine::DType;
 using engine::Shape;
 using engine::Tensor;
 
-void expect_close(const Tensor& got_t, const Tensor& ref_t, DType dtype, int64_t k,
-                  const std::string& what) {
-  const std::vector<float> got = got_t.to_floats(), ref = ref_t.to_floats();
-  ASSERT_EQ(got.size(), ref.size()) << what;
-  double r = 0;
-  for (float v : ref) r += double(v) * v;
-  r = ref.empty() ? 0 : std::sqrt(r / ref.size());
-  const double u_out = dtype == DType::BF16 ? 1.0 / 256 : 1.0 / (1 << 24);
-  const double k_u = 2.0 * k / (1 << 24);
-  int bad = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double tol = u_out * std::fabs(ref[i]) + k_u * (std::fabs(ref[i]) + r);
-    if (!(std::isfinite(got[i]) && std::fabs(got[i] - ref[i]) <= tol) && bad++ < 5)
-      ADD_FAILURE() << what << " element " << i << ": cuda " << got[i] << ", cpu " << ref[i]
-                    << ", tolerance " << tol;
-  }
-}
+using testing_support::expect_close_to_reference;
 
 bool bitwise_equal(const Tensor& a, const Tensor& b) {
   const std::vector<float> x = a.to_floats(), y = b.to_floats();
@@ -83,10 +68,10 @@ TEST(RmsNormCuda, LlamaWidthsAllGradientSubsets) {
         const bool gx = subset != 2, gw = subset != 1;
         const NormGrads got = run_norm(xd, wd, gd, gx, gw);
         const std::string sub = what + (gx ? " dx" : "") + (gw ? " dw" : "");
-        expect_close(got.y, ref.y, dt, s.last(), sub + " forward");
-        if (gx) expect_close(got.dx, ref.dx, dt, k, sub + " dx");
+        expect_close_to_reference(got.y, ref.y, dt, s.last(), sub + " forward");
+        if (gx) expect_close_to_reference(got.dx, ref.dx, dt, k, sub + " dx");
         if (gw) {
-          expect_close(got.dw, ref.dw, dt, k, sub + " dw");
+          expect_close_to_reference(got.dw, ref.dw, dt, k, sub + " dw");
           EXPECT_TRUE(bitwise_equal(got.dw, run_norm(xd, wd, gd, gx, gw).dw)) << sub << " repeat";
         }
       }
@@ -119,8 +104,8 @@ TEST(RopeCuda, LongContextPositionsAndWideHeads) {
       engine::backward({got}, {on_device(g, dt)});
       // Per output: two products and a sum with cos/sin that differ by a few ulp
       // between CUDA's sincosf and the host's: K = 8 covers it.
-      expect_close(got, ref, dt, 8, what + " forward");
-      expect_close(xd.grad(), xr.grad(), dt, 8, what + " backward");
+      expect_close_to_reference(got, ref, dt, 8, what + " forward");
+      expect_close_to_reference(xd.grad(), xr.grad(), dt, 8, what + " backward");
     }
   }
 }

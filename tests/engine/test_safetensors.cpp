@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/io/safetensors.h"
+#include "tests/support/errors.h"
 
 namespace {
 
@@ -74,19 +75,7 @@ class SafetensorsTest : public ::testing::Test {
   fs::path dir_;
 };
 
-// Runs `fn`, which must throw engine::Error with a one-line message holding every part.
-void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-  } catch (const engine::Error& e) {
-    std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "no engine::Error thrown";
-}
+using testing_support::expect_one_line_error;
 
 void expect_open_error(const std::string& file, std::initializer_list<std::string> parts) {
   std::vector<std::string> all(parts);
@@ -159,7 +148,7 @@ TEST_F(SafetensorsTest, RoundTripDtypesAndMetadata) {
   EXPECT_EQ(f.load("scalar").item(), 42.0f);
   EXPECT_EQ(f.load("empty").shape(), Shape({0, 4}));
   EXPECT_EQ(f.bytes("w.u8").size(), 5u);
-  expect_error([&] { f.info("missing"); }, {p, "no such tensor", "'missing'"});
+  expect_one_line_error([&] { f.info("missing"); }, {p, "no such tensor", "'missing'"});
 
   // Moving keeps the mapping valid.
   SafetensorsFile moved = std::move(f);
@@ -209,7 +198,7 @@ TEST_F(SafetensorsTest, ShardedIndexRoundTrip) {
     EXPECT_TRUE(same_bytes(idx.load("a"), a));
     EXPECT_TRUE(same_bytes(idx.load("b"), b));
     EXPECT_TRUE(same_bytes(idx.load("c"), c));
-    expect_error([&] { idx.load("d"); }, {idx.path(), "no such tensor", "'d'"});
+    expect_one_line_error([&] { idx.load("d"); }, {idx.path(), "no such tensor", "'d'"});
   }
 }
 
@@ -218,31 +207,31 @@ TEST_F(SafetensorsTest, IndexErrors) {
   const std::string idx = path("model.safetensors.index.json");
 
   write_bytes(idx, R"({"weight_map": {"a": "s1.safetensors", "b": "missing.safetensors"}})");
-  expect_error([&] { SafetensorsIndex x(dir_.string()); },
+  expect_one_line_error([&] { SafetensorsIndex x(dir_.string()); },
                {idx, "'b'", path("missing.safetensors"), "cannot open"});
 
   write_bytes(idx, R"({"weight_map": {"a": "s1.safetensors", "z": "s1.safetensors"}})");
-  expect_error([&] { SafetensorsIndex x(dir_.string()); },
+  expect_one_line_error([&] { SafetensorsIndex x(dir_.string()); },
                {idx, "not in its shard 's1.safetensors'", "'z'"});
 
   write_bytes(idx, R"({"weight_map": {"a": "s1.safetensors", "a": "s1.safetensors"}})");
-  expect_error([&] { SafetensorsIndex x(idx); }, {idx, "duplicate tensor name", "'a'"});
+  expect_one_line_error([&] { SafetensorsIndex x(idx); }, {idx, "duplicate tensor name", "'a'"});
 
   write_bytes(idx, R"({"weight_map": {"a": "../s1.safetensors"}})");
-  expect_error([&] { SafetensorsIndex x(idx); }, {idx, "inside the model directory", "'a'"});
+  expect_one_line_error([&] { SafetensorsIndex x(idx); }, {idx, "inside the model directory", "'a'"});
 
   write_bytes(idx, R"({"weight_map": {"a": 3}})");
-  expect_error([&] { SafetensorsIndex x(idx); }, {idx, "not a file name", "'a'"});
+  expect_one_line_error([&] { SafetensorsIndex x(idx); }, {idx, "not a file name", "'a'"});
 
   write_bytes(idx, R"({"weights": {}})");
-  expect_error([&] { SafetensorsIndex x(idx); }, {idx, "weight_map"});
+  expect_one_line_error([&] { SafetensorsIndex x(idx); }, {idx, "weight_map"});
 
   write_bytes(idx, "{\"weight_map\": {\n\"a\": }");
-  expect_error([&] { SafetensorsIndex x(idx); }, {idx, "invalid JSON at byte"});
+  expect_one_line_error([&] { SafetensorsIndex x(idx); }, {idx, "invalid JSON at byte"});
 
   fs::remove(idx);
   fs::remove(path("s1.safetensors"));
-  expect_error([&] { SafetensorsIndex x(dir_.string()); }, {dir_.string(), "model.safetensors"});
+  expect_one_line_error([&] { SafetensorsIndex x(dir_.string()); }, {dir_.string(), "model.safetensors"});
 }
 
 TEST_F(SafetensorsTest, MissingFile) {
@@ -402,14 +391,14 @@ TEST_F(SafetensorsTest, LoadRejectsUnsupportedDtypeAndRank) {
   EXPECT_FALSE(f.info("a").dtype.has_value());
   EXPECT_EQ(f.info("a").element_size, 8u);
   EXPECT_EQ(f.bytes("a").size(), 8u);
-  expect_error([&] { f.load("a"); }, {f.path(), "I64 is not supported", "'a'"});
-  expect_error([&] { f.load("b"); }, {f.path(), "rank 5", "'b'"});
+  expect_one_line_error([&] { f.load("a"); }, {f.path(), "I64 is not supported", "'a'"});
+  expect_one_line_error([&] { f.load("b"); }, {f.path(), "rank 5", "'b'"});
 }
 
 TEST_F(SafetensorsTest, WriterRejectsDuplicatesWithoutWriting) {
   const std::string p = path("dup.safetensors");
   const Tensor t = Tensor::from_floats({1}, {1});
-  expect_error(
+  expect_one_line_error(
       [&] {
         write_safetensors(p, {{"x", t}, {"y", t}, {"x", t}});
       },
@@ -418,16 +407,16 @@ TEST_F(SafetensorsTest, WriterRejectsDuplicatesWithoutWriting) {
 
   // A failed write leaves an existing file untouched.
   write_safetensors(p, {{"old", t}});
-  expect_error([&] { write_safetensors(p, {{"x", t}, {"x", t}}); }, {p, "duplicate"});
-  expect_error([&] { write_safetensors(p, {{"__metadata__", t}}); }, {p, "reserved"});
-  expect_error([&] { write_safetensors(p, {{"u", Tensor()}}); }, {p, "undefined", "'u'"});
+  expect_one_line_error([&] { write_safetensors(p, {{"x", t}, {"x", t}}); }, {p, "duplicate"});
+  expect_one_line_error([&] { write_safetensors(p, {{"__metadata__", t}}); }, {p, "reserved"});
+  expect_one_line_error([&] { write_safetensors(p, {{"u", Tensor()}}); }, {p, "undefined", "'u'"});
   EXPECT_EQ(SafetensorsFile(p).names(), std::vector<std::string>{"old"});
   EXPECT_EQ(dir_entries(), std::vector<std::string>{"dup.safetensors"});
 }
 
 TEST_F(SafetensorsTest, WriterReportsUnwritableDirectory) {
   const std::string p = path("no_such_dir/out.safetensors");
-  expect_error(
+  expect_one_line_error(
       [&] {
         write_safetensors(p, {{"x", Tensor::from_floats({1}, {1})}});
       },
