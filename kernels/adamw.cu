@@ -126,8 +126,8 @@ void adamw_step(const AdamWTensor* tensors, int num_tensors, const kmath::AdamWS
   CUDA_CHECK(cudaMemcpyAsync(workspace, table.data(), bytes, cudaMemcpyHostToDevice, stream));
   int64_t grid = static_cast<int64_t>(detail::sm_count()) * kBlocksPerSm;
   if (grid > chunks) grid = chunks;
-  adamw_kernel<<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
-      static_cast<const Desc*>(workspace), static_cast<int>(table.size()), chunks, step);
+  ptx::launch(adamw_kernel, static_cast<unsigned>(grid), kThreads, 0, stream,
+              static_cast<const Desc*>(workspace), static_cast<int>(table.size()), chunks, step);
   CUDA_CHECK_LAUNCH("adamw");
 }
 

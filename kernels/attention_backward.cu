@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(DkvTiles<D>::kThreads)
                 const float* __restrict__ delta, Dims d, int splits, float scale) {
   using C = DkvTiles<D>;
   constexpr int kBr = C::kBr, kBc = C::kBc, kN = kBr / 8;
-  extern __shared__ __align__(128) unsigned char smem[];
+  KERNELS_DYNAMIC_SHARED(unsigned char, smem);
   bf16* sK = reinterpret_cast<bf16*>(smem);
   bf16* sV = sK + kBc * D;
   bf16* sQ = sV + kBc * D;       // [2][kBr][D]
@@ -108,10 +108,10 @@ __global__ void __launch_bounds__(DkvTiles<D>::kThreads)
     load_tile<D, kBr, C::kThreads>(sdO + buf * kBr * D, dout + rows, q_stride, d.seq - q0, tid);
     const int64_t stats = (int64_t(b) * d.q_heads + h) * d.seq + q0;
     if (tid < kBr)
-      cp_async4(smem_u32(sLse + buf * kBr + tid), lse + stats + (q0 + tid < d.seq ? tid : 0),
+      cp_async4(sLse + buf * kBr + tid, lse + stats + (q0 + tid < d.seq ? tid : 0),
                 q0 + tid < d.seq);
     else if (tid < 2 * kBr)
-      cp_async4(smem_u32(sDelta + buf * kBr + tid - kBr),
+      cp_async4(sDelta + buf * kBr + tid - kBr,
                 delta + stats + (q0 + tid - kBr < d.seq ? tid - kBr : 0), q0 + tid - kBr < d.seq);
   };
 
@@ -190,7 +190,7 @@ __global__ void __launch_bounds__(DqTiles<D>::kThreads)
               float scale) {
   using C = DqTiles<D>;
   constexpr int kBr = C::kBr, kBc = C::kBc, kN = kBc / 8;
-  extern __shared__ __align__(128) unsigned char smem[];
+  KERNELS_DYNAMIC_SHARED(unsigned char, smem);
   bf16* sQ = reinterpret_cast<bf16*>(smem);
   bf16* sdO = sQ + kBr * D;
   bf16* sK = sdO + kBr * D;      // [2][kBc][D]
@@ -304,7 +304,7 @@ void launch_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* q, const bf16* k,
                      const bf16* out, const float* lse, const bf16* dout, const Dims& d,
                      float scale, float* delta, float* part, int splits, cudaStream_t stream) {
   const int64_t rows = int64_t(d.batch) * d.seq * d.q_heads;
-  delta_kernel<D><<<unsigned((rows + 7) / 8), 256, 0, stream>>>(delta, out, dout, d);
+  ptx::launch(delta_kernel<D>, unsigned((rows + 7) / 8), 256, 0, stream, delta, out, dout, d);
   CUDA_CHECK_LAUNCH("attention delta_kernel");
 
   using Kv = DkvTiles<D>;
@@ -312,25 +312,23 @@ void launch_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* q, const bf16* k,
   const int64_t kv_elems = int64_t(d.batch) * d.seq * d.kv_heads * D;
   float* dk_part = splits > 1 ? part : nullptr;
   float* dv_part = splits > 1 ? part + splits * kv_elems : nullptr;
-  CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  Kv::kSmem));
+  CUDA_CHECK(ptx::allow_dynamic_shared(dkdv_kernel<D>, Kv::kSmem));
   const dim3 kv_grid(unsigned(d.batch) * unsigned(d.kv_heads) * unsigned(splits), unsigned(n_kt));
-  dkdv_kernel<D><<<kv_grid, Kv::kThreads, Kv::kSmem, stream>>>(
-      dk, dv, dk_part, dv_part, q, k, v, dout, lse, delta, d, splits, scale);
+  ptx::launch(dkdv_kernel<D>, kv_grid, Kv::kThreads, Kv::kSmem, stream, dk, dv, dk_part, dv_part, q,
+              k, v, dout, lse, delta, d, splits, scale);
   CUDA_CHECK_LAUNCH("attention dkdv_kernel");
   if (splits > 1) {
     const int64_t blocks = std::min<int64_t>((kv_elems + 255) / 256, 16 * int64_t(sm_count()));
-    reduce_kernel<<<unsigned(blocks), 256, 0, stream>>>(dk, dv, dk_part, dv_part, kv_elems,
-                                                        splits);
+    ptx::launch(reduce_kernel, unsigned(blocks), 256, 0, stream, dk, dv, dk_part, dv_part, kv_elems,
+                splits);
     CUDA_CHECK_LAUNCH("attention reduce_kernel");
   }
 
   using Q = DqTiles<D>;
-  CUDA_CHECK(cudaFuncSetAttribute(dq_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  Q::kSmem));
+  CUDA_CHECK(ptx::allow_dynamic_shared(dq_kernel<D>, Q::kSmem));
   const dim3 q_grid(unsigned(d.batch) * unsigned(d.q_heads), unsigned(ceil_div(d.seq, Q::kBr)));
-  dq_kernel<D><<<q_grid, Q::kThreads, Q::kSmem, stream>>>(dq, q, k, v, dout, lse, delta, d,
-                                                          scale);
+  ptx::launch(dq_kernel<D>, q_grid, Q::kThreads, Q::kSmem, stream, dq, q, k, v, dout, lse, delta, d,
+              scale);
   CUDA_CHECK_LAUNCH("attention dq_kernel");
 }
 

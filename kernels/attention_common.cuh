@@ -1,15 +1,10 @@
 // Device building blocks shared by the attention kernels (attention_forward.cu,
 // attention_backward.cu, attention_fallback.cu): tile shapes, the swizzled shared-
-// memory layout, cp.async / ldmatrix / mma.sync wrappers, and the internal launchers
-// that the public ones (kernels/attention.h) dispatch to. CUDA-only (nvcc).
+// memory layout, fragment loads and warp GEMMs over the tensor-core primitives of
+// kernels/ptx.cuh (mma.sync.m16n8k16, bf16 in, fp32 accumulate; fragment layouts
+// there), and the internal launchers that the public ones (kernels/attention.h)
+// dispatch to.
 //
-// Tensor-core primitive: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (sm_80 and
-// later, so one source serves A100 and H100/H200). With lane = 4 g + t (g = lane / 4,
-// t = lane % 4) a warp holds
-//   A 16x16 (row-major):  a0 = A[g][2t..2t+1]    a1 = A[g+8][2t..2t+1]
-//                         a2 = A[g][2t+8..+9]    a3 = A[g+8][2t+8..+9]
-//   B 16x8  (k x n):      b0 = B[2t..2t+1][g]    b1 = B[2t+8..+9][g]
-//   C 16x8  (fp32):       c0, c1 = C[g][2t..2t+1]     c2, c3 = C[g+8][2t..2t+1]
 // Two adjacent C tiles (n-blocks 2c, 2c+1) rounded to bf16 are exactly the A fragment
 // of a 16x16 k-chunk: that is how P (and dS) feed the next product from registers.
 //
@@ -25,6 +20,7 @@
 #include "kernels/attention.h"
 #include "kernels/math/attention_tiles.h"
 #include "kernels/math/online_softmax.h"
+#include "kernels/ptx.cuh"
 
 namespace kernels::attn {
 
@@ -75,26 +71,14 @@ __device__ __forceinline__ int swz(int row, int col) {
   return kmath::attn_swizzle(row, col, D);
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// ---- asynchronous copies ----------------------------------------------------------
-
-// 16 bytes global -> shared; src_bytes 0 writes zeros (rows past the sequence end).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 4 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
+using ptx::cp_async16;
+using ptx::cp_async4;
+using ptx::cp_async_commit;
+using ptx::cp_async_wait;
+using ptx::ldmatrix_x4;
+using ptx::ldmatrix_x4_trans;
+using ptx::mma_bf16;
+using ptx::pack_bf16;
 
 // Queues the copy of `rows` rows of D bf16 (row i at g + i * stride elements) into a
 // swizzled tile; rows >= valid_rows are zero-filled (and read nothing).
@@ -103,46 +87,16 @@ __device__ __forceinline__ void load_tile(bf16* tile, const bf16* g, int64_t str
                                           int valid_rows, int tid) {
   constexpr int kChunks = D / 8;
   static_assert(kRows * kChunks % kThreads == 0, "whole rounds of 16-byte copies");
-  const uint32_t base = smem_u32(tile);
 #pragma unroll
   for (int i = 0; i < kRows * kChunks / kThreads; ++i) {
     const int c = tid + i * kThreads;
     const int r = c / kChunks, col = (c % kChunks) * 8;
     const bool ok = r < valid_rows;
-    cp_async16(base + swz<D>(r, col) * 2, g + (ok ? r : 0) * stride + col, ok);
+    cp_async16(tile + swz<D>(r, col), g + (ok ? r : 0) * stride + col, ok);
   }
 }
 
-// ---- tensor-core fragments --------------------------------------------------------
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-// c += A B (16x8x16, bf16 in, fp32 accumulate).
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats rounded (nearest even) to bf16 and packed: lo in the low half, the layout
-// of a fragment register (lower column index in the lower half).
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  uint32_t r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));  // a -> high half
-  return r;
-}
+// ---- tensor-core fragments (wrappers and layouts in kernels/ptx.cuh) ----------------
 
 // A 16-row A fragment at rows row0.., k columns k0..k0+15 of a swizzled tile
 // (lanes 0-15 address rows 0-15 at k0, lanes 16-31 the same rows at k0 + 8).
@@ -150,7 +104,7 @@ template <int D>
 __device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* tile, int row0, int k0,
                                        int lane) {
   const kmath::TileRC at = kmath::ldsm_a(lane);
-  ldmatrix_x4(a, smem_u32(tile) + swz<D>(row0 + at.row, k0 + at.col) * 2);
+  ldmatrix_x4(a, tile + swz<D>(row0 + at.row, k0 + at.col));
 }
 
 // B fragments of two n-blocks (rows n0..n0+15 of the tile are the n index, columns
@@ -160,7 +114,7 @@ template <int D>
 __device__ __forceinline__ void load_b_rows(uint32_t (&b)[4], const bf16* tile, int n0, int k0,
                                             int lane) {
   const kmath::TileRC at = kmath::ldsm_b_rows(lane);
-  ldmatrix_x4(b, smem_u32(tile) + swz<D>(n0 + at.row, k0 + at.col) * 2);
+  ldmatrix_x4(b, tile + swz<D>(n0 + at.row, k0 + at.col));
 }
 
 // B fragments of two n-blocks for B = X with X stored [k][n] (V in P V, K in dS K,
@@ -169,7 +123,7 @@ template <int D>
 __device__ __forceinline__ void load_b_cols(uint32_t (&b)[4], const bf16* tile, int k0, int n0,
                                             int lane) {
   const kmath::TileRC at = kmath::ldsm_b_cols(lane);
-  ldmatrix_x4_trans(b, smem_u32(tile) + swz<D>(k0 + at.row, n0 + at.col) * 2);
+  ldmatrix_x4_trans(b, tile + swz<D>(k0 + at.row, n0 + at.col));
 }
 
 // acc[16 x 8*kN] += A[16 x D] B, A from rows a_row0.. of tile_a, B = X^T with X the

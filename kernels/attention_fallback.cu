@@ -213,9 +213,9 @@ template <class E>
 void forward_typed(void* out, float* lse, const void* q, const void* k, const void* v,
                    const Dims& d, float scale, cudaStream_t stream) {
   using S = typename E::S;
-  forward_kernel<E><<<blocks_for(int64_t(d.batch) * d.q_heads * d.seq), kThreads, 0, stream>>>(
-      static_cast<S*>(out), lse, static_cast<const S*>(q), static_cast<const S*>(k),
-      static_cast<const S*>(v), d, scale);
+  ptx::launch(forward_kernel<E>, blocks_for(int64_t(d.batch) * d.q_heads * d.seq), kThreads, 0,
+              stream, static_cast<S*>(out), lse, static_cast<const S*>(q), static_cast<const S*>(k),
+              static_cast<const S*>(v), d, scale);
   CUDA_CHECK_LAUNCH("attention fallback forward_kernel");
 }
 
@@ -227,13 +227,15 @@ void backward_typed(void* dq, void* dk, void* dv, const void* q, const void* k, 
   const S *qs = static_cast<const S*>(q), *ks = static_cast<const S*>(k),
           *vs = static_cast<const S*>(v), *dos = static_cast<const S*>(dout);
   const unsigned q_blocks = blocks_for(int64_t(d.batch) * d.q_heads * d.seq);
-  delta_kernel<E><<<q_blocks, kThreads, 0, stream>>>(delta, qs, ks, vs, lse, dos, d, scale);
+  ptx::launch(delta_kernel<E>, q_blocks, kThreads, 0, stream, delta, qs, ks, vs, lse, dos, d,
+              scale);
   CUDA_CHECK_LAUNCH("attention fallback delta_kernel");
-  dq_kernel<E><<<q_blocks, kThreads, 0, stream>>>(static_cast<S*>(dq), qs, ks, vs, lse, delta,
-                                                  dos, d, scale);
+  ptx::launch(dq_kernel<E>, q_blocks, kThreads, 0, stream, static_cast<S*>(dq), qs, ks, vs, lse,
+              delta, dos, d, scale);
   CUDA_CHECK_LAUNCH("attention fallback dq_kernel");
-  dkdv_kernel<E><<<blocks_for(int64_t(d.batch) * d.kv_heads * d.seq), kThreads, 0, stream>>>(
-      static_cast<S*>(dk), static_cast<S*>(dv), qs, ks, vs, lse, delta, dos, d, scale);
+  ptx::launch(dkdv_kernel<E>, blocks_for(int64_t(d.batch) * d.kv_heads * d.seq), kThreads, 0,
+              stream, static_cast<S*>(dk), static_cast<S*>(dv), qs, ks, vs, lse, delta, dos, d,
+              scale);
   CUDA_CHECK_LAUNCH("attention fallback dkdv_kernel");
 }
 

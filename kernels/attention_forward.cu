@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(FwdTiles<D>::kThreads)
                    float scale_log2) {
   using C = FwdTiles<D>;
   constexpr int kBr = C::kBr, kBc = C::kBc, kN = kBc / 8;
-  extern __shared__ __align__(128) unsigned char smem[];
+  KERNELS_DYNAMIC_SHARED(unsigned char, smem);
   bf16* sQ = reinterpret_cast<bf16*>(smem);
   bf16* sK = sQ + kBr * D;
   bf16* sV = sK + kBc * D;
@@ -150,11 +150,10 @@ void launch_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const b
   using C = FwdTiles<D>;
   const int n_qt = ceil_div(d.seq, C::kBr);
   ENGINE_CHECK(n_qt <= 65535, "attention_forward: ", d.seq, " tokens exceed the grid limit");
-  CUDA_CHECK(cudaFuncSetAttribute(forward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  C::kSmem));
+  CUDA_CHECK(ptx::allow_dynamic_shared(forward_kernel<D>, C::kSmem));
   const dim3 grid(unsigned(d.batch) * unsigned(d.q_heads), unsigned(n_qt));
-  forward_kernel<D><<<grid, C::kThreads, C::kSmem, stream>>>(out, lse, q, k, v, d,
-                                                             scale * kLog2e);
+  ptx::launch(forward_kernel<D>, grid, C::kThreads, C::kSmem, stream, out, lse, q, k, v, d,
+              scale * kLog2e);
   CUDA_CHECK_LAUNCH("attention forward_kernel");
 }
 

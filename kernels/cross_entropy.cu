@@ -31,6 +31,7 @@
 #include "kernels/cross_entropy.h"
 #include "kernels/math/bf16.h"
 #include "kernels/math/cross_entropy.h"
+#include "kernels/ptx.cuh"
 
 namespace kernels {
 
@@ -118,7 +119,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t i = threadIdx.x; i < n; i += kThreads) sum += row_loss[i];
   partial[threadIdx.x] = sum;
   __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
+  for (unsigned stride = kThreads / 2; stride > 0; stride >>= 1) {
     if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
     __syncthreads();
   }
@@ -145,9 +146,9 @@ void ce_tile_stats(const float* logits, int64_t rows, int64_t cols, int64_t col_
   ENGINE_CHECK(rows == 0 || (run_max && run_sum && target_logit && lse && row_loss),
                "ce_tile_stats: null state pointer");
   if (rows == 0) return;
-  ce_tile_stats_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      logits, cols, col_offset, first_block, last_block, targets, ignore_index, run_max, run_sum,
-      target_logit, lse, row_loss);
+  ptx::launch(ce_tile_stats_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits, cols,
+              col_offset, first_block, last_block, targets, ignore_index, run_max, run_sum,
+              target_logit, lse, row_loss);
   CUDA_CHECK_LAUNCH("ce_tile_stats");
 }
 
@@ -160,9 +161,8 @@ void ce_tile_grad(float* logits, uint16_t* d_hi, uint16_t* d_lo, int64_t rows, i
                " outside [1, 2^24] (exact in fp32)");
   ENGINE_CHECK(rows == 0 || (lse && dloss), "ce_tile_grad: null lse or dloss");
   if (rows == 0) return;
-  ce_tile_grad_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      logits, d_hi, d_lo, cols, col_offset, targets, ignore_index, lse, dloss,
-      static_cast<float>(count));
+  ptx::launch(ce_tile_grad_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits, d_hi,
+              d_lo, cols, col_offset, targets, ignore_index, lse, dloss, static_cast<float>(count));
   CUDA_CHECK_LAUNCH("ce_tile_grad");
 }
 
@@ -172,8 +172,8 @@ void ce_mean_loss(void* out, ElemType out_type, const float* row_loss, int64_t n
                elem_type_name(out_type), " is not supported (f32, bf16)");
   ENGINE_CHECK(out != nullptr && n >= 0 && (n == 0 || row_loss != nullptr),
                "ce_mean_loss: null pointer or negative length");
-  ce_mean_loss_kernel<<<1, kThreads, 0, stream>>>(out, out_type == ElemType::BF16, row_loss, n,
-                                                  count);
+  ptx::launch(ce_mean_loss_kernel, 1, kThreads, 0, stream, out, out_type == ElemType::BF16,
+              row_loss, n, count);
   CUDA_CHECK_LAUNCH("ce_mean_loss");
 }
 

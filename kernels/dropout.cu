@@ -81,8 +81,8 @@ void launch(void* out, const void* x, float p, float scale, uint64_t seed, uint6
                       reinterpret_cast<uintptr_t>(x) % 16 == 0;
   const int64_t n_packs = packed ? n / V : 0;
   const int64_t tail = n - n_packs * V;
-  dropout_kernel<Ty><<<grid_for(n_packs > tail ? n_packs : tail), kThreads, 0, stream>>>(
-      static_cast<S*>(out), static_cast<const S*>(x), p, scale, seed, offset, n, n_packs);
+  ptx::launch(dropout_kernel<Ty>, grid_for(n_packs > tail ? n_packs : tail), kThreads, 0, stream,
+              static_cast<S*>(out), static_cast<const S*>(x), p, scale, seed, offset, n, n_packs);
   CUDA_CHECK_LAUNCH("dropout");
 }
 

@@ -138,8 +138,8 @@ void launch_map(const char* name, const MapArgs<NIN, NOUT>& args, F f, int64_t n
   }
   int64_t n_packs = packed ? n / V : 0;
   int64_t tail = n - n_packs * V;
-  map_kernel<Ty, NIN, NOUT, F>
-      <<<grid_for(n_packs > tail ? n_packs : tail), kThreads, 0, stream>>>(args, f, n, n_packs);
+  ptx::launch(map_kernel<Ty, NIN, NOUT, F>, grid_for(n_packs > tail ? n_packs : tail), kThreads, 0,
+              stream, args, f, n, n_packs);
   CUDA_CHECK_LAUNCH(name);
 }
 
@@ -215,8 +215,9 @@ void launch_convert(void* dst, const void* src, int64_t n, cudaStream_t stream) 
   bool packed = aligned(src, 4 * sizeof(typename SrcT::S)) && aligned(dst, 4 * sizeof(typename DstT::S));
   int64_t n_packs = packed ? n / 4 : 0;
   int64_t tail = n - n_packs * 4;
-  convert_kernel<SrcT, DstT><<<grid_for(n_packs > tail ? n_packs : tail), kThreads, 0, stream>>>(
-      static_cast<typename DstT::S*>(dst), static_cast<const typename SrcT::S*>(src), n, n_packs);
+  ptx::launch(convert_kernel<SrcT, DstT>, grid_for(n_packs > tail ? n_packs : tail), kThreads, 0,
+              stream, static_cast<typename DstT::S*>(dst),
+              static_cast<const typename SrcT::S*>(src), n, n_packs);
   CUDA_CHECK_LAUNCH("convert");
 }
 
@@ -251,8 +252,8 @@ void launch_fill_bits(void* dst, S value, int64_t n, cudaStream_t stream) {
   constexpr int V = 16 / sizeof(S);
   int64_t n_packs = aligned(dst, 16) ? n / V : 0;
   int64_t tail = n - n_packs * V;
-  fill_kernel<S><<<grid_for(n_packs > tail ? n_packs : tail), kThreads, 0, stream>>>(
-      static_cast<S*>(dst), value, n, n_packs);
+  ptx::launch(fill_kernel<S>, grid_for(n_packs > tail ? n_packs : tail), kThreads, 0, stream,
+              static_cast<S*>(dst), value, n, n_packs);
   CUDA_CHECK_LAUNCH("fill");
 }
 
@@ -368,13 +369,13 @@ void philox_fill(void* dst, ElemType type, bool normal, float a, float b, uint64
   unsigned grid = grid_for(n);
   switch (type) {
     case ElemType::F32:
-      philox_kernel<F32T><<<grid, kThreads, 0, stream>>>(static_cast<float*>(dst), normal, a, b,
-                                                         seed, offset, n);
+      ptx::launch(philox_kernel<F32T>, grid, kThreads, 0, stream, static_cast<float*>(dst), normal,
+                  a, b, seed, offset, n);
       CUDA_CHECK_LAUNCH("philox_fill");
       return;
     case ElemType::BF16:
-      philox_kernel<BF16ExactT><<<grid, kThreads, 0, stream>>>(static_cast<uint16_t*>(dst), normal,
-                                                               a, b, seed, offset, n);
+      ptx::launch(philox_kernel<BF16ExactT>, grid, kThreads, 0, stream, static_cast<uint16_t*>(dst),
+                  normal, a, b, seed, offset, n);
       CUDA_CHECK_LAUNCH("philox_fill");
       return;
     default: break;

@@ -22,7 +22,13 @@
 //      dout row in fp32 registers, and writes dtable[id] for its tile once. The other
 //      warps exit at once. Each dtable element is written by exactly one lane.
 // Work is O(n log V + n d); memory is one pass over dout plus the dtable clear.
+#if defined(KERNELS_SIMT)
+#include <algorithm>
+#include <numeric>
+#include <vector>
+#else
 #include <cub/device/device_radix_sort.cuh>
+#endif
 
 #include "engine/cuda/check.h"
 #include "kernels/embedding.h"
@@ -102,6 +108,34 @@ int key_bits(int64_t vocab) {
   return bits;
 }
 
+// Stable sort of (key, value) pairs by the low `bits` of the keys. temp == nullptr asks
+// for the temporary storage size. CUB's radix sort on a GPU; the SIMT emulator runs our
+// kernels, not CUB's, so there std::stable_sort gives the same (unique) stable order.
+cudaError_t sort_pairs(void* temp, size_t& temp_bytes, const uint32_t* keys_in,
+                       uint32_t* keys_out, const int32_t* values_in, int32_t* values_out, int n,
+                       int bits, cudaStream_t stream) {
+#if defined(KERNELS_SIMT)
+  (void)stream;
+  if (temp == nullptr) {
+    temp_bytes = 0;
+    return cudaSuccess;
+  }
+  std::vector<int> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return keys_in[a] < keys_in[b]; });
+  for (int i = 0; i < n; ++i) {
+    keys_out[i] = keys_in[order[i]];
+    values_out[i] = values_in[order[i]];
+  }
+  (void)bits;  // keys are below 2^bits
+  return cudaSuccess;
+#else
+  return cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys_out, values_in,
+                                         values_out, n, 0, bits, stream);
+#endif
+}
+
 size_t align256(size_t b) { return (b + 255) / 256 * 256; }
 
 // The workspace: sorted keys, positions in, positions out, then CUB's temporary storage.
@@ -112,10 +146,8 @@ struct Workspace {
 Workspace layout(int64_t n, int64_t vocab) {
   Workspace w;
   size_t temp_bytes = 0;
-  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
-      nullptr, temp_bytes, static_cast<const uint32_t*>(nullptr), static_cast<uint32_t*>(nullptr),
-      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), static_cast<int>(n), 0,
-      key_bits(vocab)));
+  CUDA_CHECK(sort_pairs(nullptr, temp_bytes, nullptr, nullptr, nullptr, nullptr,
+                        static_cast<int>(n), key_bits(vocab), nullptr));
   const size_t a = align256(static_cast<size_t>(n) * 4);
   w.pos_in = a;
   w.pos_out = 2 * a;
@@ -132,9 +164,9 @@ void launch_segments(void* dtable, const void* dout, const uint32_t* keys, const
   ENGINE_CHECK(tiles <= 65535, "embedding_backward: width ", d, " is too large");
   const dim3 grid(static_cast<unsigned>((n + kWarpsPerBlock - 1) / kWarpsPerBlock),
                   static_cast<unsigned>(tiles));
-  segment_sum_kernel<Ty, V><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
-      static_cast<typename Ty::S*>(dtable), static_cast<const typename Ty::S*>(dout), keys, pos, n,
-      vocab, d);
+  ptx::launch(segment_sum_kernel<Ty, V>, grid, kWarpsPerBlock * 32, 0, stream,
+              static_cast<typename Ty::S*>(dtable), static_cast<const typename Ty::S*>(dout), keys,
+              pos, n, vocab, d);
   CUDA_CHECK_LAUNCH("embedding_backward");
 }
 
@@ -165,9 +197,8 @@ void embedding_forward(void* out, const int32_t* ids, const void* table, ElemTyp
     using W = decltype(unit);
     const int64_t units = static_cast<int64_t>(row_bytes / sizeof(W));
     const unsigned threads = detail::round_up_warp(units < kGatherThreads ? units : kGatherThreads);
-    gather_kernel<W><<<grid, threads, 0, stream>>>(static_cast<W*>(out), ids,
-                                                   static_cast<const W*>(table), n, vocab, units,
-                                                   status_ull);
+    ptx::launch(gather_kernel<W>, grid, threads, 0, stream, static_cast<W*>(out), ids,
+                static_cast<const W*>(table), n, vocab, units, status_ull);
   };
   if (row_bytes % 16 == 0 && detail::aligned(out, 16) && detail::aligned(table, 16)) launch(uint4{});
   else if (row_bytes % 4 == 0 && detail::aligned(out, 4) && detail::aligned(table, 4)) launch(uint32_t{});
@@ -201,12 +232,11 @@ void embedding_backward(void* dtable, const void* dout, const int32_t* ids, Elem
   auto* pos_in = reinterpret_cast<int32_t*>(base + w.pos_in);
   auto* pos_out = reinterpret_cast<int32_t*>(base + w.pos_out);
   const unsigned iota_grid = static_cast<unsigned>((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
-  iota_kernel<<<iota_grid, 256, 0, stream>>>(pos_in, n);
+  ptx::launch(iota_kernel, iota_grid, 256, 0, stream, pos_in, n);
   CUDA_CHECK_LAUNCH("embedding_backward (positions)");
   size_t temp_bytes = w.temp_bytes;
-  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
-      base + w.temp, temp_bytes, reinterpret_cast<const uint32_t*>(ids), keys_out, pos_in, pos_out,
-      static_cast<int>(n), 0, key_bits(vocab), stream));
+  CUDA_CHECK(sort_pairs(base + w.temp, temp_bytes, reinterpret_cast<const uint32_t*>(ids),
+                        keys_out, pos_in, pos_out, static_cast<int>(n), key_bits(vocab), stream));
   const size_t pack = 16;
   const bool vec = (static_cast<size_t>(d) * elem_bytes(type)) % pack == 0 &&
                    detail::aligned(dtable, pack) && detail::aligned(dout, pack);

@@ -10,6 +10,7 @@
 
 #include "engine/cuda/check.h"
 #include "kernels/math/bf16.h"
+#include "kernels/ptx.cuh"
 
 namespace kernels::detail {
 

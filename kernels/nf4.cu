@@ -232,12 +232,12 @@ void nf4_quantize(const void* x, ElemType x_type, int64_t n, uint8_t* packed, fl
   const unsigned grid = capped_grid(nf4::ceil_div(blocks, kQuantWarps));
   switch (x_type) {
     case ElemType::F32:
-      quantize_kernel<float><<<grid, kQuantThreads, 0, stream>>>(static_cast<const float*>(x), n,
-                                                                  blocks, packed, absmax);
+      ptx::launch(quantize_kernel<float>, grid, kQuantThreads, 0, stream,
+                  static_cast<const float*>(x), n, blocks, packed, absmax);
       break;
     case ElemType::BF16:
-      quantize_kernel<uint16_t><<<grid, kQuantThreads, 0, stream>>>(
-          static_cast<const uint16_t*>(x), n, blocks, packed, absmax);
+      ptx::launch(quantize_kernel<uint16_t>, grid, kQuantThreads, 0, stream,
+                  static_cast<const uint16_t*>(x), n, blocks, packed, absmax);
       break;
     default:
       ENGINE_CHECK(false, "nf4_quantize: input type ", elem_type_name(x_type),
@@ -251,13 +251,13 @@ void nf4_double_quantize(const float* absmax, int64_t blocks, float* offset, uin
   ENGINE_CHECK(blocks > 0, "nf4_double_quantize: needs at least one block, got ", blocks);
   ENGINE_CHECK(absmax != nullptr && offset != nullptr && absmax_q != nullptr && nested != nullptr,
                "nf4_double_quantize: null pointer");
-  offset_kernel<<<1, kOffsetThreads, 0, stream>>>(absmax, blocks, offset,
-                                                  sum == Nf4OffsetSum::Sequential);
+  ptx::launch(offset_kernel, 1, kOffsetThreads, 0, stream, absmax, blocks, offset,
+              sum == Nf4OffsetSum::Sequential);
   CUDA_CHECK_LAUNCH("nf4_double_quantize (offset)");
   const int64_t nested_blocks = nf4::ceil_div(blocks, kmath::kNestedBlock);
   ENGINE_CHECK(nested_blocks <= 0x7fffffff, "nf4_double_quantize: ", blocks, " blocks is too many");
-  nested_kernel<<<static_cast<unsigned>(nested_blocks), kNestedThreads, 0, stream>>>(
-      absmax, blocks, offset, absmax_q, nested);
+  ptx::launch(nested_kernel, static_cast<unsigned>(nested_blocks), kNestedThreads, 0, stream,
+              absmax, blocks, offset, absmax_q, nested);
   CUDA_CHECK_LAUNCH("nf4_double_quantize (nested)");
 }
 
@@ -276,9 +276,11 @@ void nf4_dequantize(void* out, ElemType out_type, const uint8_t* packed, const N
   const int64_t ctas_for_tail = nf4::ceil_div(tail, kDequantThreads);
   const unsigned grid = capped_grid(ctas_for_tiles > ctas_for_tail ? ctas_for_tiles : ctas_for_tail);
   if (out_type == ElemType::BF16)
-    dequantize_kernel<true><<<grid, kDequantThreads, 0, stream>>>(out, packed, scales, n, tiles);
+    ptx::launch(dequantize_kernel<true>, grid, kDequantThreads, 0, stream, out, packed, scales, n,
+                tiles);
   else
-    dequantize_kernel<false><<<grid, kDequantThreads, 0, stream>>>(out, packed, scales, n, tiles);
+    ptx::launch(dequantize_kernel<false>, grid, kDequantThreads, 0, stream, out, packed, scales, n,
+                tiles);
   CUDA_CHECK_LAUNCH("nf4_dequantize");
 }
 

@@ -38,26 +38,9 @@ namespace {
 
 // ---- matmul_small_m: tensor cores -----------------------------------------------------
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-// d += a b, one m16n8k16 bf16 tensor-core product with fp32 accumulators.
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
+using ptx::cp_async16;
+using ptx::cp_async_commit;
+using ptx::cp_async_wait;
 
 // One lane's share of a W chunk: 16 packed bytes per n-tile and what its block scale needs.
 template <int NT>
@@ -177,7 +160,7 @@ __global__ void __launch_bounds__(kMatmulThreads)
           uint32_t b[2];
           nf4::b_fragment(words, c, scale[nt], lut, b);
 #pragma unroll
-          for (int mt = 0; mt < MT; ++mt) mma_bf16(acc[mt][nt], a[mt], b);
+          for (int mt = 0; mt < MT; ++mt) ptx::mma_bf16(acc[mt][nt], a[mt], b[0], b[1]);
         }
       }
     }
@@ -254,21 +237,21 @@ void launch_matmul(const nf4::MatmulPlan& p, uint16_t* y, float* partial, const 
                    const uint8_t* w, const Nf4Scales& s, int m, int64_t n, int64_t k,
                    cudaStream_t stream) {
   if (!p.tensor_cores) {
-    matmul_generic_kernel<MT><<<static_cast<unsigned>(p.n_blocks), kGenericWarps * 32, 0, stream>>>(
-        y, x, w, s, m, n, k);
+    ptx::launch(matmul_generic_kernel<MT>, static_cast<unsigned>(p.n_blocks), kGenericWarps * 32, 0,
+                stream, y, x, w, s, m, n, k);
     CUDA_CHECK_LAUNCH("nf4_matmul_small_m (generic)");
     return;
   }
   constexpr int NT = MT <= 2 ? 4 : 2;
   ENGINE_CHECK(p.n_tiles_per_warp == NT, "nf4_matmul_small_m: plan and kernel disagree on NT");
   const dim3 grid(static_cast<unsigned>(p.n_blocks), static_cast<unsigned>(p.splits));
-  matmul_mma_kernel<MT, NT><<<grid, kMatmulThreads, 0, stream>>>(y, partial, x, w, s, m, n, k,
-                                                                 p.chunks, p.splits);
+  ptx::launch(matmul_mma_kernel<MT, NT>, grid, kMatmulThreads, 0, stream, y, partial, x, w, s, m, n,
+              k, p.chunks, p.splits);
   CUDA_CHECK_LAUNCH("nf4_matmul_small_m (tensor cores)");
   if (p.splits > 1) {
     const int64_t mn = static_cast<int64_t>(m) * n;
-    reduce_splits_kernel<<<capped_grid(nf4::ceil_div(mn, kReduceThreads)), kReduceThreads, 0, stream>>>(
-        y, partial, mn, p.splits);
+    ptx::launch(reduce_splits_kernel, capped_grid(nf4::ceil_div(mn, kReduceThreads)),
+                kReduceThreads, 0, stream, y, partial, mn, p.splits);
     CUDA_CHECK_LAUNCH("nf4_matmul_small_m (split reduction)");
   }
 }

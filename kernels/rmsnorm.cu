@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_backward_kernel(BwdArgs a
   if constexpr (VPT > 0) {
     // dw accumulators in shared memory, [k][v][thread] so that a warp's accesses hit
     // 32 different banks; each thread only touches its own, so no barrier is needed.
-    extern __shared__ float acc[];
+    KERNELS_DYNAMIC_SHARED(float, acc);
     const auto acc_at = [&](int k, int v) -> float& {
       return acc[(k * V + v) * static_cast<int64_t>(blockDim.x) + threadIdx.x];
     };
@@ -283,10 +283,18 @@ void launch_forward(const Plan& plan, const FwdArgs& a, cudaStream_t s) {
   constexpr int V = 16 / sizeof(typename Ty::S);
   const unsigned grid = grid_rows(a.rows);
   switch (plan.vpt) {
-    case 1: rmsnorm_forward_kernel<Ty, V, 1><<<grid, plan.threads, 0, s>>>(a); break;
-    case 2: rmsnorm_forward_kernel<Ty, V, 2><<<grid, plan.threads, 0, s>>>(a); break;
-    case 4: rmsnorm_forward_kernel<Ty, V, 4><<<grid, plan.threads, 0, s>>>(a); break;
-    default: rmsnorm_forward_kernel<Ty, 1, 0><<<grid, plan.threads, 0, s>>>(a); break;
+    case 1:
+      ptx::launch(rmsnorm_forward_kernel<Ty, V, 1>, grid, plan.threads, 0, s, a);
+      break;
+    case 2:
+      ptx::launch(rmsnorm_forward_kernel<Ty, V, 2>, grid, plan.threads, 0, s, a);
+      break;
+    case 4:
+      ptx::launch(rmsnorm_forward_kernel<Ty, V, 4>, grid, plan.threads, 0, s, a);
+      break;
+    default:
+      ptx::launch(rmsnorm_forward_kernel<Ty, 1, 0>, grid, plan.threads, 0, s, a);
+      break;
   }
   CUDA_CHECK_LAUNCH("rmsnorm_forward");
 }
@@ -299,16 +307,24 @@ void launch_backward(const Plan& plan, const BwdArgs& a, void* dw, cudaStream_t 
   const unsigned grid = static_cast<unsigned>(tiles);
   const size_t smem = plan.smem_bytes;
   switch (plan.vpt) {
-    case 1: rmsnorm_backward_kernel<Ty, V, 1><<<grid, plan.threads, smem, s>>>(a); break;
-    case 2: rmsnorm_backward_kernel<Ty, V, 2><<<grid, plan.threads, smem, s>>>(a); break;
-    case 4: rmsnorm_backward_kernel<Ty, V, 4><<<grid, plan.threads, smem, s>>>(a); break;
-    default: rmsnorm_backward_kernel<Ty, 1, 0><<<grid, plan.threads, 0, s>>>(a); break;
+    case 1:
+      ptx::launch(rmsnorm_backward_kernel<Ty, V, 1>, grid, plan.threads, smem, s, a);
+      break;
+    case 2:
+      ptx::launch(rmsnorm_backward_kernel<Ty, V, 2>, grid, plan.threads, smem, s, a);
+      break;
+    case 4:
+      ptx::launch(rmsnorm_backward_kernel<Ty, V, 4>, grid, plan.threads, smem, s, a);
+      break;
+    default:
+      ptx::launch(rmsnorm_backward_kernel<Ty, 1, 0>, grid, plan.threads, 0, s, a);
+      break;
   }
   CUDA_CHECK_LAUNCH("rmsnorm_backward");
   if (dw == nullptr) return;
   const unsigned final_grid = static_cast<unsigned>((a.d + kFinalThreads - 1) / kFinalThreads);
-  rmsnorm_dw_final_kernel<Ty><<<final_grid, kFinalThreads, 0, s>>>(
-      a.partial, static_cast<typename Ty::S*>(dw), tiles, a.d);
+  ptx::launch(rmsnorm_dw_final_kernel<Ty>, final_grid, kFinalThreads, 0, s, a.partial,
+              static_cast<typename Ty::S*>(dw), tiles, a.d);
   CUDA_CHECK_LAUNCH("rmsnorm_backward (dw)");
 }
 

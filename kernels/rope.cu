@@ -49,7 +49,7 @@ template <class Ty, int V>
 __global__ void __launch_bounds__(kThreads) rope_kernel(const __grid_constant__ RopeArgs a) {
   using S = typename Ty::S;
   using P = Vec<S, V>;
-  extern __shared__ float cs[];  // cos [half], then sign * sin [half]
+  KERNELS_DYNAMIC_SHARED(float, cs);  // cos [half], then sign * sin [half]
   const int64_t packs = a.half / V, row_len = a.heads * 2 * a.half;
   for (int64_t row = blockIdx.x; row < a.rows; row += gridDim.x) {
     const int64_t position = a.position_offset + row % a.seq;
@@ -91,8 +91,10 @@ void launch(const RopeArgs& a, bool vec, cudaStream_t stream) {
   const unsigned threads = detail::round_up_warp(work < kThreads ? work : kThreads);
   const unsigned grid = static_cast<unsigned>(a.rows < 0x7fffffff ? a.rows : 0x7fffffff);
   const size_t smem = static_cast<size_t>(2 * a.half) * sizeof(float);
-  if (vec) rope_kernel<Ty, V><<<grid, threads, smem, stream>>>(a);
-  else rope_kernel<Ty, 1><<<grid, threads, smem, stream>>>(a);
+  if (vec)
+    ptx::launch(rope_kernel<Ty, V>, grid, threads, smem, stream, a);
+  else
+    ptx::launch(rope_kernel<Ty, 1>, grid, threads, smem, stream, a);
   CUDA_CHECK_LAUNCH("rope");
 }
 

@@ -1,0 +1,344 @@
+// The SIMT emulator's scheduler and warp-wide instructions (the model is in simt.h).
+#include "tests/simt/simt.h"
+
+#include <sys/mman.h>
+#include <setjmp.h>
+#include <ucontext.h>
+
+#include <array>
+#include <exception>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+#include "kernels/math/bf16.h"
+
+namespace simt {
+
+ThreadState* current = nullptr;
+
+namespace {
+
+constexpr size_t kStackBytes = 256 * 1024;
+constexpr size_t kGuardBytes = 4096;  // below each stack: an overflow faults, it does not corrupt
+constexpr int kMaxThreads = 1024;
+constexpr size_t kMaxDynamicShared = 227 * 1024;     // sm_90's opt-in limit per block
+constexpr size_t kDefaultDynamicShared = 48 * 1024;  // without cudaFuncSetAttribute
+
+struct PendingCopy {
+  unsigned char* dst;
+  std::array<unsigned char, 16> data;
+  int bytes;
+  int group;
+};
+
+struct Fiber {
+  ThreadState state;
+  ucontext_t context{};  // first entry only; later switches are _setjmp/_longjmp
+  jmp_buf resume{};
+  unsigned char* stack = nullptr;
+  bool started = false, done = false;
+  uint64_t waiting_on = 0;  // generation awaited at the current barrier
+  std::vector<PendingCopy> copies;
+  int open_group = 0;  // cp.async group the next copy joins
+};
+
+struct Barrier {
+  int arrived = 0;
+  unsigned arrived_mask = 0;  // warp barriers
+  uint64_t generation = 0;
+};
+
+struct Warp {
+  Barrier barrier;
+  unsigned live = 0;  // lanes that exist and have not exited
+  // Two buffers, alternating with the warp barrier's generation: a lane can be at most
+  // one barrier ahead of another, so one barrier per exchange suffices.
+  std::array<std::array<std::array<unsigned char, kSlotBytes>, 32>, 2> slots{};
+};
+
+// One block in flight.
+struct Block {
+  std::vector<Fiber> fibers;
+  std::vector<Warp> warps;
+  Barrier barrier;
+  int live = 0;
+  std::vector<unsigned char> dynamic_shared;
+  uint64_t events = 0;  // arrivals, releases and exits: progress, for deadlock detection
+  std::exception_ptr error;
+  ucontext_t scheduler_context{};
+  jmp_buf scheduler{};
+  const std::function<void()>* body = nullptr;
+};
+
+Block* block = nullptr;
+Fiber* running = nullptr;
+
+std::vector<unsigned char*>& stack_pool() {
+  static std::vector<unsigned char*> pool;
+  return pool;
+}
+
+unsigned char* stack_for(size_t i) {
+  auto& pool = stack_pool();
+  while (pool.size() <= i) {
+    void* p = mmap(nullptr, kStackBytes + kGuardBytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("simt: cannot map a fiber stack");
+    mprotect(p, kGuardBytes, PROT_NONE);
+    pool.push_back(static_cast<unsigned char*>(p) + kGuardBytes);
+  }
+  return pool[i];
+}
+
+// Switching with _setjmp/_longjmp skips swapcontext's signal-mask system call.
+void yield() {
+  if (_setjmp(running->resume) == 0) _longjmp(block->scheduler, 1);
+}
+
+Warp& my_warp() { return block->warps[running->state.linear / 32]; }
+
+void release_block_if_complete() {
+  Barrier& b = block->barrier;
+  if (b.arrived > 0 && b.arrived >= block->live) {
+    b.arrived = 0;
+    ++b.generation;
+    ++block->events;
+  }
+}
+
+void release_warp_if_complete(Warp& w) {
+  Barrier& b = w.barrier;
+  if (b.arrived_mask != 0 && (w.live & ~b.arrived_mask) == 0) {
+    b.arrived_mask = 0;
+    ++b.generation;
+    ++block->events;
+  }
+}
+
+void fiber_main() {
+  Fiber* self = running;
+  try {
+    (*block->body)();
+  } catch (...) {
+    if (!block->error) block->error = std::current_exception();
+  }
+  self->done = true;
+  --block->live;
+  my_warp().live &= ~(1u << (self->state.linear & 31));
+  ++block->events;
+  release_block_if_complete();
+  release_warp_if_complete(my_warp());
+  _longjmp(block->scheduler, 1);  // never returns: this stack is abandoned
+}
+
+void run_block(const std::function<void()>& body, dim3 grid, dim3 dims, uint3 index,
+               size_t smem) {
+  const int threads = static_cast<int>(dims.x * dims.y * dims.z);
+  Block b;
+  b.body = &body;
+  b.live = threads;
+  b.dynamic_shared.assign(smem, 0xFF);  // poison: NaN in every float and bf16 format
+  b.fibers.resize(static_cast<size_t>(threads));
+  b.warps.resize(static_cast<size_t>((threads + 31) / 32));
+  for (int i = 0; i < threads; ++i) b.warps[i / 32].live |= 1u << (i % 32);
+  block = &b;
+  for (int i = 0; i < threads; ++i) {
+    Fiber& f = b.fibers[static_cast<size_t>(i)];
+    f.state.linear = i;
+    f.state.thread_idx = {static_cast<unsigned>(i) % dims.x,
+                          static_cast<unsigned>(i) / dims.x % dims.y,
+                          static_cast<unsigned>(i) / (dims.x * dims.y)};
+    f.state.block_idx = index;
+    f.state.block_dim = dims;
+    f.state.grid_dim = grid;
+    f.stack = stack_for(static_cast<size_t>(i));
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = f.stack;
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = nullptr;
+    makecontext(&f.context, fiber_main, 0);
+  }
+  while (b.live > 0 && !b.error) {
+    const uint64_t before = b.events;
+    for (Fiber& f : b.fibers) {
+      if (f.done) continue;
+      running = &f;
+      current = &f.state;
+      if (_setjmp(b.scheduler) == 0) {
+        if (f.started) _longjmp(f.resume, 1);
+        f.started = true;
+        swapcontext(&b.scheduler_context, &f.context);
+      }
+      if (b.error) break;
+    }
+    if (!b.error && b.live > 0 && b.events == before) {
+      std::ostringstream msg;
+      msg << "simt: deadlock in block (" << index.x << "," << index.y << "," << index.z
+          << "): " << b.live << " threads wait at barriers that not all of their block or warp "
+          << "reach";
+      block = nullptr;
+      throw std::runtime_error(msg.str());
+    }
+  }
+  block = nullptr;
+  running = nullptr;
+  current = nullptr;
+  if (b.error) std::rethrow_exception(b.error);
+}
+
+std::map<const void*, size_t>& dynamic_shared_limits() {
+  static std::map<const void*, size_t> limits;
+  return limits;
+}
+
+}  // namespace
+
+bool allow_dynamic_shared(const void* kernel, int bytes) {
+  if (bytes < 0 || static_cast<size_t>(bytes) > kMaxDynamicShared) return false;
+  dynamic_shared_limits()[kernel] = static_cast<size_t>(bytes);
+  return true;
+}
+
+void launch(const void* kernel, dim3 grid, dim3 dims, size_t smem,
+            const std::function<void()>& body) {
+  const uint64_t threads = uint64_t(dims.x) * dims.y * dims.z;
+  if (threads == 0 || threads > kMaxThreads || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+      grid.y > 65535 || grid.z > 65535)
+    throw std::runtime_error("simt: invalid launch configuration");
+  auto allowed = dynamic_shared_limits().find(kernel);
+  const size_t limit =
+      allowed == dynamic_shared_limits().end() ? kDefaultDynamicShared : allowed->second;
+  if (smem > limit)
+    throw std::runtime_error("simt: launch with more dynamic shared memory than the kernel allows");
+  if (block != nullptr) throw std::runtime_error("simt: launch from inside a kernel");
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) run_block(body, grid, dims, {x, y, z}, smem);
+}
+
+unsigned char* dynamic_shared() { return block->dynamic_shared.data(); }
+
+void sync_block() {
+  Barrier& b = block->barrier;
+  const uint64_t gen = b.generation;
+  ++b.arrived;
+  ++block->events;
+  release_block_if_complete();
+  while (b.generation == gen) yield();
+}
+
+void sync_warp(unsigned mask) {
+  Warp& w = my_warp();
+  Barrier& b = w.barrier;
+  const unsigned me = 1u << (running->state.linear & 31);
+  if ((mask & me) == 0) throw std::runtime_error("simt: warp-wide operation from a lane outside its mask");
+  const uint64_t gen = b.generation;
+  b.arrived_mask |= me;
+  ++block->events;
+  // Lanes outside the mask take no part; the barrier completes when every live lane
+  // of the mask has arrived.
+  if (((w.live & mask) & ~b.arrived_mask) == 0) {
+    b.arrived_mask = 0;
+    ++b.generation;
+    ++block->events;
+  }
+  while (b.generation == gen) yield();
+}
+
+const unsigned char* warp_exchange(unsigned mask, const void* mine, size_t bytes) {
+  Warp& w = my_warp();
+  auto& slots = w.slots[static_cast<size_t>(w.barrier.generation % 2)];
+  std::memcpy(slots[static_cast<size_t>(lane())].data(), mine, bytes);
+  sync_warp(mask);
+  return slots[0].data();
+}
+
+// ---- cp.async: queued per thread, landing at cp.async.wait_group ----------------------
+
+void cp_async(void* smem, const void* gmem, int bytes, bool valid) {
+  PendingCopy c{static_cast<unsigned char*>(smem), {}, bytes, running->open_group};
+  if (valid) std::memcpy(c.data.data(), gmem, static_cast<size_t>(bytes));
+  if (reinterpret_cast<uintptr_t>(smem) % static_cast<uintptr_t>(bytes) != 0)
+    throw std::runtime_error("simt: misaligned cp.async destination");
+  running->copies.push_back(c);
+}
+
+void cp_async_commit() { ++running->open_group; }
+
+void cp_async_wait(int pending) {
+  auto& copies = running->copies;
+  const int complete_below = running->open_group - pending;  // groups [0, this) must land
+  std::vector<PendingCopy> keep;
+  for (const PendingCopy& c : copies) {
+    if (c.group < complete_below) std::memcpy(c.dst, c.data.data(), static_cast<size_t>(c.bytes));
+    else keep.push_back(c);
+  }
+  copies.swap(keep);
+}
+
+// ---- tensor-core instructions -----------------------------------------------------------
+
+namespace {
+const unsigned char* slot(const unsigned char* slots, int l) {
+  return slots + static_cast<size_t>(l) * kSlotBytes;
+}
+float bf16_half(uint32_t reg, int half) {
+  return kmath::bf16_bits_to_float(static_cast<uint16_t>(reg >> (16 * half)));
+}
+}  // namespace
+
+void ldmatrix_x4(uint32_t (&r)[4], const void* row_address, bool transpose) {
+  if (reinterpret_cast<uintptr_t>(row_address) % 16 != 0)
+    throw std::runtime_error("simt: ldmatrix row address not 16-byte aligned");
+  const unsigned char* slots = warp_exchange(0xffffffffu, &row_address, sizeof row_address);
+  auto element = [&](int row_lane, int col) {  // b16 element `col` of the row lane `row_lane` gave
+    const unsigned char* p;
+    std::memcpy(&p, slot(slots, row_lane), sizeof p);
+    uint16_t v;
+    std::memcpy(&v, p + 2 * col, 2);
+    return static_cast<uint32_t>(v);
+  };
+  const int l = lane();
+  for (int i = 0; i < 4; ++i) {
+    if (!transpose) {
+      const int row = 8 * i + l / 4;
+      r[i] = element(row, 2 * (l % 4)) | element(row, 2 * (l % 4) + 1) << 16;
+    } else {  // element (2(l%4) + j, l/4) of matrix i
+      r[i] = element(8 * i + 2 * (l % 4), l / 4) | element(8 * i + 2 * (l % 4) + 1, l / 4) << 16;
+    }
+  }
+}
+
+void mma_m16n8k16_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  struct Fragments {
+    uint32_t a[4], b[2];
+  };
+  const Fragments mine{{a[0], a[1], a[2], a[3]}, {b0, b1}};
+  const unsigned char* slots = warp_exchange(0xffffffffu, &mine, sizeof mine);
+  Fragments f[32];
+  for (int l = 0; l < 32; ++l) std::memcpy(&f[l], slot(slots, l), sizeof(Fragments));
+  // A[row][k] and B[k][col] from the lanes that hold them (layouts in kernels/ptx.cuh).
+  auto a_at = [&](int row, int k) {
+    const int g = row % 8, t = (k % 8) / 2, reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+    return bf16_half(f[4 * g + t].a[reg], k % 2);
+  };
+  auto b_at = [&](int k, int col) {
+    return bf16_half(f[4 * col + (k % 8) / 2].b[k >= 8 ? 1 : 0], k % 2);
+  };
+  const int l = lane(), g = l / 4, t = l % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+    float sum = 0.0f;
+    for (int k = 0; k < 16; ++k) sum += a_at(row, k) * b_at(k, col);
+    c[i] += sum;
+  }
+}
+
+uint32_t pack_bf16x2(float lo, float hi) {
+  return uint32_t{kmath::float_to_bf16_bits(lo)} | uint32_t{kmath::float_to_bf16_bits(hi)} << 16;
+}
+
+}  // namespace simt
