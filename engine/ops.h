@@ -39,8 +39,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int ignore_ind
 // dh = D W, dW = D^T h (only when weight requires grad), D = dloss / C (softmax - onehot).
 Tensor lm_head_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor& targets,
                              int ignore_index = -100, int64_t chunk_rows = 0);
-// Inverted dropout: element i kept iff philox_uniform(seed, offset, i) >= p, then
-// scaled by 1/(1-p). The mask is a pure function of (seed, offset), so a recompute
+// Inverted dropout: element i kept iff kmath::dropout_keep(seed, offset, i, p) (a
+// Philox draw, four elements per block), then scaled by 1/(1-p). The mask is a pure function of (seed, offset), so a recompute
 // reproduces it exactly.
 Tensor dropout(const Tensor& x, float p, uint64_t seed, uint64_t offset);
 

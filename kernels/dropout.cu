@@ -1,13 +1,12 @@
 // Inverted dropout with a counter-based mask.
 //
 // What it computes (n elements, contiguous):
-//   out[i] = keep_i ? x[i] * scale : 0,   keep_i = philox_uniform(seed, offset, i) >= p
-// The per-element math is kmath::dropout_apply (kernels/math/activations.h), the same
-// function the CPU reference (engine/cpu/activations.cpp) calls, so the mask is
-// bit-identical on CPU and GPU: element i draws Philox4x32-10 at counter offset + i
-// and keeps the top 24 bits of the first word. The mask is a pure function of
-// (seed, offset, i), so forward and backward (and a recompute) regenerate it instead
-// of storing it.
+//   out[i] = keep_i ? x[i] * scale : 0,   keep_i = u_i >= p,
+//   u_i = word i mod 4 of Philox4x32-10(seed, counter offset + i / 4), top 24 bits.
+// The math is kmath::dropout_apply / dropout_apply4 (kernels/math/activations.h); the
+// CPU reference (engine/cpu/activations.cpp) calls the same definition, so the mask is
+// bit-identical on CPU and GPU. The mask is a pure function of (seed, offset, i), so
+// forward and backward (and a recompute) regenerate it instead of storing it.
 //   scale = 1/(1-p)  the dropout op (forward on x, backward on the incoming gradient);
 //   scale = 1        the bare mask (engine/cuda/lora_linear.cpp folds 1/(1-p) into the
 //                    alpha of the GEMM that consumes the masked tensor).
@@ -19,11 +18,9 @@
 // grid-stride loop, then the scalar tail; unaligned pointers take the all-scalar
 // path. The grid is capped at 16 blocks of 256 threads per SM.
 //
-// Cost: one Philox block per element (10 rounds of two 32x32->64-bit multiplies, about
-// 80 integer instructions), as the CPU reference defines the mask. That is more than
-// the 4-8 bytes of traffic per element can hide, so the pass is bound by integer
-// throughput (roughly 4x a copy of the same bytes on an H100). Drawing four elements
-// from one block would remove most of it but changes the mask, CPU reference included.
+// Cost: one Philox block (10 rounds of two 32x32->64-bit multiplies, about 80 integer
+// instructions) per four elements, about 20 per element, which the 4-8 bytes of
+// traffic per element can hide; the tail takes one block per element.
 #include <cstdint>
 
 #include "engine/cuda/check.h"
@@ -61,9 +58,13 @@ __global__ void __launch_bounds__(kThreads)
     P v;
     v.raw = reinterpret_cast<const uint4*>(x)[c];
 #pragma unroll
-    for (int j = 0; j < V; ++j) {
-      const uint64_t i = static_cast<uint64_t>(c * V + j);
-      v.e[j] = Ty::store(kmath::dropout_apply(Ty::load(v.e[j]), seed, offset, i, p, scale));
+    for (int g = 0; g < V / 4; ++g) {  // pack c holds the groups of four c V/4 .. + V/4 - 1
+      float f[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) f[j] = Ty::load(v.e[4 * g + j]);
+      kmath::dropout_apply4(f, seed, offset, static_cast<uint64_t>(c * (V / 4) + g), p, scale);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v.e[4 * g + j] = Ty::store(f[j]);
     }
     reinterpret_cast<uint4*>(out)[c] = v.raw;
   }

@@ -11,7 +11,7 @@
 namespace kernels {
 
 // out[i] = keep_i ? x[i] * scale : 0, with keep_i = kmath::dropout_keep(seed, offset, i, p),
-// i.e. philox_uniform(seed, offset, i) >= p (kernels/math/activations.h). `type` is f32
+// a Philox draw, four elements per block (kernels/math/activations.h). `type` is f32
 // or bf16 for both out and x (fp32 math, one rounding on store). Needs 0 <= p < 1.
 //   scale = kmath::dropout_scale(p) = 1/(1-p): inverted dropout, the dropout op itself
 //           (forward on x, backward on dy: the same map with the same stream).

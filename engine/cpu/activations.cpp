@@ -4,7 +4,7 @@
 //   swiglu:  y = silu(gate) * up;           dgate = g * up * silu'(gate), dup = g * silu(gate)
 //   softmax: y = e^(x - max) / sum e^(x - max) over the last dim;
 //            dx = y * (g - sum(g * y))
-//   dropout: y_i = keep_i ? x_i / (1 - p) : 0, keep_i = philox_uniform(seed, offset, i) >= p;
+//   dropout: y_i = keep_i ? x_i / (1 - p) : 0, keep_i = kmath::dropout_keep(seed, offset, i, p);
 //            dx_i = keep_i ? g_i / (1 - p) : 0, with the mask regenerated, not stored.
 #include <cmath>
 

@@ -1,7 +1,7 @@
 // The dropout op on CUDA; semantics of the CPU reference (engine/cpu/activations.cpp):
 //   forward   y_i  = keep_i ? x_i / (1 - p) : 0
 //   backward  dx_i = keep_i ? dy_i / (1 - p) : 0
-//   keep_i    = philox_uniform(seed, offset, i) >= p   (kmath::dropout_keep)
+//   keep_i    = kmath::dropout_keep(seed, offset, i, p)   (Philox word i % 4 at offset + i / 4)
 // Nothing is saved: the mask is a pure function of (seed, offset, i) and backward
 // regenerates it (kernels/dropout.cu). p == 0 is the identity and skips the RNG.
 // f32 or bf16 storage, fp32 math, one rounding.

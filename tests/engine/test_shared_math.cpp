@@ -236,6 +236,28 @@ TEST(SharedMath, DropoutKeepFractionWithinBinomialBound) {
   EXPECT_FLOAT_EQ(kmath::dropout_scale(0.25f), 1.0f / 0.75f);
 }
 
+// The kernels' four-at-a-time path is the per-element definition, bit for bit.
+TEST(SharedMath, DropoutFourFromOneBlockEqualsTheDefinition) {
+  const float p = 0.35f, scale = kmath::dropout_scale(p);
+  for (uint64_t group : {uint64_t{0}, uint64_t{1}, uint64_t{12345}, (uint64_t{1} << 40) + 7}) {
+    float x[4] = {1.5f, -2.0f, 3.25f, 0.75f};
+    const float x0[4] = {x[0], x[1], x[2], x[3]};
+    kmath::dropout_apply4(x, 99, 5000, group, p, scale);
+    for (int j = 0; j < 4; ++j)
+      EXPECT_EQ(x[j], kmath::dropout_apply(x0[j], 99, 5000, 4 * group + j, p, scale))
+          << "group " << group << " element " << j;
+  }
+  // The four words of a block are four different draws: over many blocks each word
+  // position keeps about 1 - p on its own (6 sigma, as above).
+  const int blocks = 20000;
+  for (int j = 0; j < 4; ++j) {
+    int kept = 0;
+    for (int b = 0; b < blocks; ++b) kept += kmath::dropout_keep(3, 0, uint64_t(4 * b + j), p);
+    const double sigma = std::sqrt(blocks * double(p) * (1 - double(p)));
+    EXPECT_NEAR(kept, blocks * (1 - double(p)), 6 * sigma + 1) << "word " << j;
+  }
+}
+
 TEST(SharedMath, DropoutOpMaskScaleAndBackward) {
   const float p = 0.3f;
   const uint64_t seed = 7, offset = 11;
