@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <array>
 #include <exception>
 #include <map>
@@ -40,7 +41,8 @@ struct Fiber {
   jmp_buf resume{};
   unsigned char* stack = nullptr;
   bool started = false, done = false;
-  uint64_t waiting_on = 0;  // generation awaited at the current barrier
+  bool at_block_barrier = false;
+  uint64_t block_generation = 0;  // the block barrier generation it waits to end
   std::vector<PendingCopy> copies;
   int open_group = 0;  // cp.async group the next copy joins
 };
@@ -134,6 +136,18 @@ void fiber_main() {
   _longjmp(block->scheduler, 1);  // never returns: this stack is abandoned
 }
 
+// Runs f until it waits or ends. Its own function: locals of a function that calls
+// _setjmp may not survive the _longjmp back.
+[[gnu::noinline]] void resume(Block& b, Fiber& f) {
+  running = &f;
+  current = &f.state;
+  if (_setjmp(b.scheduler) == 0) {
+    if (f.started) _longjmp(f.resume, 1);
+    f.started = true;
+    swapcontext(&b.scheduler_context, &f.context);
+  }
+}
+
 void run_block(const std::function<void()>& body, dim3 grid, dim3 dims, uint3 index,
                size_t smem) {
   const int threads = static_cast<int>(dims.x * dims.y * dims.z);
@@ -161,18 +175,33 @@ void run_block(const std::function<void()>& body, dim3 grid, dim3 dims, uint3 in
     f.context.uc_link = nullptr;
     makecontext(&f.context, fiber_main, 0);
   }
+  // Warp-serial schedule: one warp runs alone from one __syncthreads to the next, its
+  // lanes interleaved at warp-wide instructions; warps take turns in forward order in
+  // even blocks and in reverse order in odd ones. A missing __syncthreads between a
+  // producer warp and a consumer warp then shows in one of the two orders: the consumer
+  // reads the tile before the producer has written it (stale data, or the poison).
+  const int warps = static_cast<int>(b.warps.size());
+  const bool reverse = (index.x + index.y + index.z) % 2 == 1;
+  auto runnable = [&](const Fiber& f) {
+    return !f.done && !(f.at_block_barrier && f.block_generation == b.barrier.generation);
+  };
   while (b.live > 0 && !b.error) {
     const uint64_t before = b.events;
-    for (Fiber& f : b.fibers) {
-      if (f.done) continue;
-      running = &f;
-      current = &f.state;
-      if (_setjmp(b.scheduler) == 0) {
-        if (f.started) _longjmp(f.resume, 1);
-        f.started = true;
-        swapcontext(&b.scheduler_context, &f.context);
+    for (int wi = 0; wi < warps && !b.error; ++wi) {
+      const int w = reverse ? warps - 1 - wi : wi;
+      const size_t first = static_cast<size_t>(w) * 32;
+      const size_t last = std::min(first + 32, b.fibers.size());
+      for (bool any = true; any && !b.error;) {
+        any = false;
+        const uint64_t pass = b.events;
+        for (size_t i = first; i < last && !b.error; ++i) {
+          Fiber& f = b.fibers[i];
+          if (!runnable(f)) continue;
+          any = true;
+          resume(b, f);
+        }
+        if (b.events == pass) break;  // the warp is stuck; the block-level check decides
       }
-      if (b.error) break;
     }
     if (!b.error && b.live > 0 && b.events == before) {
       std::ostringstream msg;
@@ -226,8 +255,11 @@ void sync_block() {
   const uint64_t gen = b.generation;
   ++b.arrived;
   ++block->events;
+  running->at_block_barrier = true;
+  running->block_generation = gen;
   release_block_if_complete();
   while (b.generation == gen) yield();
+  running->at_block_barrier = false;
 }
 
 void sync_warp(unsigned mask) {
