@@ -52,13 +52,7 @@ __device__ __forceinline__ void update4(float4& p, float4 g, float4& m, float4& 
 __global__ void __launch_bounds__(kThreads)
     adamw_kernel(const Desc* __restrict__ descs, int num, int64_t chunks, kmath::AdamWStep s) {
   for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
-    int lo = 0, hi = num - 1;  // last descriptor with first_chunk <= c
-    while (lo < hi) {
-      int mid = (lo + hi + 1) / 2;
-      if (descs[mid].first_chunk <= c) lo = mid;
-      else hi = mid - 1;
-    }
-    const Desc d = descs[lo];
+    const Desc d = descs[detail::chunk_owner(descs, num, c)];
     const int64_t begin = (c - d.first_chunk) * kChunk;
     const int64_t end = begin + kChunk < d.numel ? begin + kChunk : d.numel;
     int64_t scalar_begin = begin;

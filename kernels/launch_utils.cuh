@@ -61,6 +61,21 @@ inline unsigned capped_grid(int64_t work, int threads, int blocks_per_sm) {
   return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
 }
 
+// ---- multi-tensor launches (adamw, sum_squares) -----------------------------------
+
+// The descriptor owning chunk c: the last of descs[0 .. num) whose first_chunk <= c
+// (descs sorted by first_chunk; a binary search over a table that stays in L1).
+template <class Desc>
+__device__ __forceinline__ int chunk_owner(const Desc* descs, int num, int64_t c) {
+  int lo = 0, hi = num - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (descs[mid].first_chunk <= c) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 // ---- reductions ------------------------------------------------------------------
 
 __device__ __forceinline__ float warp_sum(float v) {

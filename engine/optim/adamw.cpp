@@ -5,6 +5,7 @@
 #include "engine/optim/adamw.h"
 
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include "kernels/math/adamw.h"
@@ -13,6 +14,7 @@
 #include "engine/cuda/runtime.h"
 #include "kernels/adamw.h"
 #include "kernels/elementwise.h"
+#include "kernels/grad_norm.h"
 #endif
 
 namespace engine::optim {
@@ -20,6 +22,27 @@ namespace engine::optim {
 namespace {
 
 #if ENGINE_WITH_CUDA
+kernels::ElemType elem_type(DType t) {
+  return t == DType::BF16 ? kernels::ElemType::BF16 : kernels::ElemType::F32;
+}
+
+// Sum of squares of gradients on one device: one fused launch, one double copied back.
+double device_sum_squares(const std::vector<Tensor>& grads, Device device) {
+  std::vector<kernels::SquaresTensor> list;
+  for (const Tensor& g : grads) list.push_back({g.raw_data(), elem_type(g.dtype()), g.numel()});
+  const int n = static_cast<int>(list.size());
+  Tensor workspace = Tensor::empty(
+      {static_cast<int64_t>(kernels::sum_squares_workspace_bytes(list.data(), n))}, DType::U8,
+      device);
+  Tensor result = Tensor::empty({8}, DType::U8, device);
+  kernels::sum_squares(list.data(), n, reinterpret_cast<double*>(result.raw_data()),
+                       workspace.raw_data(), workspace.nbytes(), cuda::current_stream());
+  const Tensor host = result.to(Device::cpu());
+  double total = 0;
+  std::memcpy(&total, host.raw_data(), sizeof total);
+  return total;
+}
+
 // One fused launch over every CUDA parameter of one device that has a gradient.
 void step_cuda(const std::vector<Tensor>& params, std::vector<Tensor>& m,
                std::vector<Tensor>& v, const std::vector<size_t>& indices,
@@ -95,24 +118,33 @@ void AdamW::zero_grad() {
 }
 
 float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
+  // Sum of squares in double: host gradients element by element in parameter order,
+  // device gradients by one fused deterministic launch per device (one double comes
+  // back, not the gradients).
   double total = 0;
+  std::map<int, std::vector<Tensor>> on_device;
   for (const Tensor& p : params) {
-    if (!p.grad().defined()) continue;
-    for (float g : p.grad().to_floats()) total += double(g) * g;  // host copy on CUDA
+    const Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    ENGINE_CHECK(g.dtype() == DType::F32 || g.dtype() == DType::BF16,
+                 "clip_grad_norm: gradient ", g.str(), " must be f32 or bf16");
+    if (g.device().is_cuda()) on_device[g.device().index].push_back(g);
+    else
+      for (float x : g.to_floats()) total += double(x) * x;
   }
-  float norm = static_cast<float>(std::sqrt(total));
+#if ENGINE_WITH_CUDA
+  for (const auto& [index, grads] : on_device) total += device_sum_squares(grads, Device::cuda(index));
+#endif
+  const float norm = static_cast<float>(std::sqrt(total));
   if (max_norm > 0 && norm > max_norm) {
-    float factor = max_norm / (norm + 1e-6f);
+    const float factor = max_norm / (norm + 1e-6f);
     for (const Tensor& p : params) {
       Tensor g = p.grad();
       if (!g.defined()) continue;
 #if ENGINE_WITH_CUDA
       if (g.device().is_cuda()) {
-        ENGINE_CHECK(g.dtype() == DType::F32 || g.dtype() == DType::BF16,
-                     "clip_grad_norm: gradient ", g.str(), " must be f32 or bf16");
-        kernels::scale(g.raw_data(), g.raw_data(), factor,
-                       g.dtype() == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16,
-                       g.numel(), cuda::current_stream());
+        kernels::scale(g.raw_data(), g.raw_data(), factor, elem_type(g.dtype()), g.numel(),
+                       cuda::current_stream());
         continue;
       }
 #endif

@@ -8,11 +8,13 @@
 // parameters and both moments must agree to the bit after every step.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "engine/optim/adamw.h"
 #include "engine/rng.h"
+#include "kernels/math/bf16.h"
 #include "tests/support/gpu.h"
 #if ENGINE_WITH_CUDA
 #include "engine/cuda/runtime.h"
@@ -112,6 +114,48 @@ TEST(AdamWCuda, ClipGradNormScalesDeviceGradients) {
   EXPECT_FLOAT_EQ(engine::optim::clip_grad_norm({a, b}, 1.0f), 5.0f);
   EXPECT_NEAR(a.grad().item(), 0.6f, 1e-6);
   EXPECT_NEAR(b.grad().item(), 0.8f, 1e-6);
+}
+
+// Many tensors, f32 and bf16, sizes around the 8192-element chunks of the fused
+// reduction: the norm agrees with a host double sum, repeats bitwise, and clipping
+// scales every gradient by the same factor.
+TEST(AdamWCuda, ClipGradNormOverManyTensorsMatchesTheHostSum) {
+  SKIP_WITHOUT_GPU();
+  engine::Generator gen(31);
+  std::vector<Tensor> params;
+  std::vector<std::vector<float>> host_grads;
+  double sum = 0;
+  int i = 0;
+  for (int64_t n : {1, 8191, 8192, 8193, 20000, 3}) {
+    const DType dt = i++ % 2 ? DType::BF16 : DType::F32;
+    Tensor g = engine::uniform(Shape{n}, -1.0f, 1.0f, gen).to_dtype(dt);
+    host_grads.push_back(g.to_floats());  // the values as stored (bf16-rounded)
+    for (float x : host_grads.back()) sum += double(x) * x;
+    Tensor p = Tensor::zeros(Shape{n}).to(Device::cuda());
+    p.set_grad(g.to(Device::cuda()));
+    params.push_back(p);
+  }
+  const float expected = static_cast<float>(std::sqrt(sum));
+  const float unclipped = engine::optim::clip_grad_norm(params, 0.0f);  // 0: measure only
+  // Both sums are of the same doubles in different orders: relative difference below
+  // n * 2^-53, far under the 2^-24 of the final rounding to float; allow one float ulp.
+  EXPECT_NEAR(unclipped, expected, expected * 0x1p-23f);
+  EXPECT_EQ(engine::optim::clip_grad_norm(params, 0.0f), unclipped) << "not deterministic";
+
+  const float max_norm = unclipped / 4;
+  EXPECT_EQ(engine::optim::clip_grad_norm(params, max_norm), unclipped);
+  const float factor = max_norm / (unclipped + 1e-6f);
+  for (size_t t = 0; t < params.size(); ++t) {
+    const Tensor& g = params[t].grad();
+    const std::vector<float> got = g.to_floats();
+    for (size_t j = 0; j < got.size(); ++j) {
+      const float want = host_grads[t][j] * factor;  // one fp32 rounding, then bf16's
+      const float stored = g.dtype() == DType::BF16
+                               ? kmath::bf16_bits_to_float(kmath::float_to_bf16_bits(want))
+                               : want;
+      ASSERT_EQ(got[j], stored) << "tensor " << t << " element " << j;
+    }
+  }
 }
 
 }  // namespace

@@ -53,12 +53,21 @@ struct Barrier {
   uint64_t generation = 0;
 };
 
-struct Warp {
+// The rendezvous of the lanes of one mask. CUDA requires every lane named in a mask to
+// execute the same warp-wide instruction with that mask, so lanes of disjoint masks (the
+// two sides of a divergent warp) meet at separate barriers, through separate slots.
+struct WarpBarrier {
+  unsigned mask = 0;
   Barrier barrier;
-  unsigned live = 0;  // lanes that exist and have not exited
-  // Two buffers, alternating with the warp barrier's generation: a lane can be at most
-  // one barrier ahead of another, so one barrier per exchange suffices.
+  // Two buffers, alternating with the barrier's generation: a lane can be at most one
+  // barrier of its mask ahead of another, so one barrier per exchange suffices.
   std::array<std::array<std::array<unsigned char, kSlotBytes>, 32>, 2> slots{};
+};
+
+struct Warp {
+  unsigned live = 0;                  // lanes that exist and have not exited
+  WarpBarrier full{0xffffffffu, {}};  // the mask of nearly every warp-wide instruction
+  std::vector<std::unique_ptr<WarpBarrier>> partial;  // one per other mask in use
 };
 
 // One block in flight.
@@ -111,13 +120,27 @@ void release_block_if_complete() {
   }
 }
 
-void release_warp_if_complete(Warp& w) {
-  Barrier& b = w.barrier;
-  if (b.arrived_mask != 0 && (w.live & ~b.arrived_mask) == 0) {
+// Lanes outside the mask take no part; a barrier completes when every live lane of its
+// mask has arrived.
+void release_warp_if_complete(const Warp& w, WarpBarrier& wb) {
+  Barrier& b = wb.barrier;
+  if (b.arrived_mask != 0 && ((w.live & wb.mask) & ~b.arrived_mask) == 0) {
     b.arrived_mask = 0;
     ++b.generation;
     ++block->events;
   }
+}
+
+[[gnu::noinline]] WarpBarrier& partial_barrier(Warp& w, unsigned mask) {
+  for (auto& wb : w.partial)
+    if (wb->mask == mask) return *wb;
+  auto wb = std::make_unique<WarpBarrier>();
+  wb->mask = mask;
+  return *w.partial.emplace_back(std::move(wb));
+}
+
+WarpBarrier& warp_barrier(Warp& w, unsigned mask) {
+  return mask == w.full.mask ? w.full : partial_barrier(w, mask);
 }
 
 void fiber_main() {
@@ -132,7 +155,9 @@ void fiber_main() {
   my_warp().live &= ~(1u << (self->state.linear & 31));
   ++block->events;
   release_block_if_complete();
-  release_warp_if_complete(my_warp());
+  Warp& warp = my_warp();
+  release_warp_if_complete(warp, warp.full);
+  for (auto& wb : warp.partial) release_warp_if_complete(warp, *wb);
   _longjmp(block->scheduler, 1);  // never returns: this stack is abandoned
 }
 
@@ -262,29 +287,31 @@ void sync_block() {
   running->at_block_barrier = false;
 }
 
-void sync_warp(unsigned mask) {
-  Warp& w = my_warp();
-  Barrier& b = w.barrier;
-  const unsigned me = 1u << (running->state.linear & 31);
-  if ((mask & me) == 0) throw std::runtime_error("simt: warp-wide operation from a lane outside its mask");
-  const uint64_t gen = b.generation;
-  b.arrived_mask |= me;
-  ++block->events;
-  // Lanes outside the mask take no part; the barrier completes when every live lane
-  // of the mask has arrived.
-  if (((w.live & mask) & ~b.arrived_mask) == 0) {
-    b.arrived_mask = 0;
-    ++b.generation;
-    ++block->events;
-  }
-  while (b.generation == gen) yield();
+namespace {
+// The barrier of `mask` in the calling lane's warp, checking that the lane is in the mask.
+WarpBarrier& my_warp_barrier(unsigned mask) {
+  if ((mask & (1u << lane())) == 0)
+    throw std::runtime_error("simt: warp-wide operation from a lane outside its mask");
+  return warp_barrier(my_warp(), mask);
 }
 
+void arrive_and_wait(WarpBarrier& wb) {
+  Barrier& b = wb.barrier;
+  const uint64_t gen = b.generation;
+  b.arrived_mask |= 1u << lane();
+  ++block->events;
+  release_warp_if_complete(my_warp(), wb);
+  while (b.generation == gen) yield();
+}
+}  // namespace
+
+void sync_warp(unsigned mask) { arrive_and_wait(my_warp_barrier(mask)); }
+
 const unsigned char* warp_exchange(unsigned mask, const void* mine, size_t bytes) {
-  Warp& w = my_warp();
-  auto& slots = w.slots[static_cast<size_t>(w.barrier.generation % 2)];
+  WarpBarrier& wb = my_warp_barrier(mask);
+  auto& slots = wb.slots[static_cast<size_t>(wb.barrier.generation % 2)];
   std::memcpy(slots[static_cast<size_t>(lane())].data(), mine, bytes);
-  sync_warp(mask);
+  arrive_and_wait(wb);
   return slots[0].data();
 }
 

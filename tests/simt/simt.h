@@ -13,8 +13,9 @@
 // Deterministic: the same launch always interleaves the same way.
 //
 // What it checks: index math, bounds of the tiles, the use of every fragment layout
-// (ldmatrix, mma.sync, as the PTX manual defines them), barrier placement (a barrier not
-// reached by every thread of its block or warp is reported as a deadlock), cp.async
+// (ldmatrix, mma.sync, as the PTX manual defines them), barrier placement (a barrier that
+// a live thread of its block, or lane of its mask, never reaches is reported as a
+// deadlock; threads that have exited count as arrived, as in PTX), cp.async
 // groups (copies land only at cp.async.wait_group, so reading a tile too early reads
 // the 0xFF poison that fills dynamic shared memory at every block start).
 // What it cannot check: real concurrency (races between blocks, the memory model),
