@@ -173,6 +173,16 @@ void fiber_main() {
   }
 }
 
+// Its own function: getcontext returns twice, which may clobber a caller's locals.
+[[gnu::noinline]] void make_fiber_context(Fiber& f, unsigned char* stack) {
+  f.stack = stack;
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = f.stack;
+  f.context.uc_stack.ss_size = kStackBytes;
+  f.context.uc_link = nullptr;
+  makecontext(&f.context, fiber_main, 0);
+}
+
 void run_block(const std::function<void()>& body, dim3 grid, dim3 dims, uint3 index,
                size_t smem) {
   const int threads = static_cast<int>(dims.x * dims.y * dims.z);
@@ -193,12 +203,7 @@ void run_block(const std::function<void()>& body, dim3 grid, dim3 dims, uint3 in
     f.state.block_idx = index;
     f.state.block_dim = dims;
     f.state.grid_dim = grid;
-    f.stack = stack_for(static_cast<size_t>(i));
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack;
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = nullptr;
-    makecontext(&f.context, fiber_main, 0);
+    make_fiber_context(f, stack_for(static_cast<size_t>(i)));
   }
   // Warp-serial schedule: one warp runs alone from one __syncthreads to the next, its
   // lanes interleaved at warp-wide instructions; warps take turns in forward order in
