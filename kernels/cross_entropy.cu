@@ -30,8 +30,8 @@
 #include "engine/cuda/check.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/math/bf16.h"
+#include "kernels/launch_utils.cuh"
 #include "kernels/math/cross_entropy.h"
-#include "kernels/ptx.cuh"
 
 namespace kernels {
 
@@ -117,14 +117,9 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ double partial[kThreads];
   double sum = 0;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) sum += row_loss[i];
-  partial[threadIdx.x] = sum;
-  __syncthreads();
-  for (unsigned stride = kThreads / 2; stride > 0; stride >>= 1) {
-    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
-    __syncthreads();
-  }
+  sum = detail::block_sum_double<kThreads>(sum, partial);
   if (threadIdx.x != 0) return;
-  const float loss = count > 0 ? static_cast<float>(partial[0] / static_cast<double>(count)) : 0.0f;
+  const float loss = count > 0 ? static_cast<float>(sum / static_cast<double>(count)) : 0.0f;
   if (out_bf16) *static_cast<uint16_t*>(out) = kmath::float_to_bf16_bits(loss);
   else *static_cast<float*>(out) = loss;
 }

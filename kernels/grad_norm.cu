@@ -35,19 +35,6 @@ struct Desc {
 
 __device__ __forceinline__ double square(float v) { return double(v) * double(v); }
 
-// Sum over the block of one double per thread, in a fixed tree; smem holds kThreads.
-__device__ double block_sum_double(double v, double* smem) {
-  smem[threadIdx.x] = v;
-  __syncthreads();
-  for (unsigned stride = kThreads / 2; stride > 0; stride >>= 1) {
-    if (threadIdx.x < stride) smem[threadIdx.x] += smem[threadIdx.x + stride];
-    __syncthreads();
-  }
-  const double total = smem[0];
-  __syncthreads();  // smem is reused by the next call
-  return total;
-}
-
 __global__ void __launch_bounds__(kThreads)
     chunk_squares_kernel(double* partial, const Desc* __restrict__ descs, int num,
                          int64_t chunks) {
@@ -65,7 +52,7 @@ __global__ void __launch_bounds__(kThreads)
       const float* g = static_cast<const float*>(d.data);
       for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) sum += square(g[i]);
     }
-    sum = block_sum_double(sum, red);
+    sum = detail::block_sum_double<kThreads>(sum, red);
     if (threadIdx.x == 0) partial[c] = sum;
   }
 }
@@ -75,7 +62,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ double red[kThreads];
   double sum = 0;
   for (int64_t c = threadIdx.x; c < chunks; c += kThreads) sum += partial[c];
-  sum = block_sum_double(sum, red);
+  sum = detail::block_sum_double<kThreads>(sum, red);
   if (threadIdx.x == 0) *result = sum;
 }
 

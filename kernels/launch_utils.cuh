@@ -104,6 +104,22 @@ __device__ __forceinline__ float block_sum(float v, float* smem) {
   return smem[32];
 }
 
+// Sum over a block of kThreads threads (a power of two) of one double per thread, in a
+// fixed halving tree; returned to every thread. smem holds kThreads doubles. Call from
+// all threads.
+template <unsigned kThreads>
+__device__ __forceinline__ double block_sum_double(double v, double* smem) {
+  smem[threadIdx.x] = v;
+  __syncthreads();
+  for (unsigned stride = kThreads / 2; stride > 0; stride >>= 1) {
+    if (threadIdx.x < stride) smem[threadIdx.x] += smem[threadIdx.x + stride];
+    __syncthreads();
+  }
+  const double total = smem[0];
+  __syncthreads();  // smem may be reused by the next call
+  return total;
+}
+
 // ---- NVTX --------------------------------------------------------------------------
 
 // A range in the engine's "qlora" domain (the same name engine/nvtx.cpp registers;

@@ -20,19 +20,11 @@ namespace engine::cuda_ops {
 
 namespace {
 
-kernels::ElemType attention_type(const Tensor& t, const char* what) {
-  ENGINE_CHECK(t.device().is_cuda(), "attention: ", what, " must be on a CUDA device, got ",
-               t.str());
-  ENGINE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, "attention: ", what,
-               " must be f32 or bf16 on cuda, got ", t.str());
-  return t.dtype() == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
-}
-
 // Shapes as the CPU reference checks them, plus one dtype and device for all three.
 kernels::AttentionShape attention_shape(const Tensor& q, const Tensor& k, const Tensor& v) {
-  attention_type(q, "q");
-  attention_type(k, "k");
-  attention_type(v, "v");
+  arith_type(q, "attention", "q");
+  arith_type(k, "attention", "k");
+  arith_type(v, "attention", "v");
   ENGINE_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype() && q.device() == k.device() &&
                    q.device() == v.device(),
                "attention: q ", q.str(), ", k ", k.str(), " and v ", v.str(),
@@ -60,7 +52,7 @@ std::vector<Tensor> attention_forward(OpContext& ctx, const std::vector<Tensor>&
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty(Shape{s.batch, s.q_heads, s.seq}, DType::F32, q.device());
   kernels::attention_forward(out.raw_data(), lse.data<float>(), q.raw_data(), k.raw_data(),
-                             v.raw_data(), attention_type(q, "q"), s,
+                             v.raw_data(), arith_type(q, "attention", "q"), s,
                              softmax_scale(ctx.attrs, s.head_dim), cuda::current_stream());
   ctx.save({q, k, v, out, lse});
   return {out};
@@ -71,7 +63,7 @@ std::vector<Tensor> attention_backward(OpContext& ctx, const std::vector<Tensor>
   const Tensor &q = ctx.saved[0], &k = ctx.saved[1], &v = ctx.saved[2];
   const Tensor &out = ctx.saved[3], &lse = ctx.saved[4];
   const kernels::AttentionShape s = attention_shape(q, k, v);
-  const kernels::ElemType type = attention_type(q, "q");
+  const kernels::ElemType type = arith_type(q, "attention", "q");
   Tensor go = grad_out[0];
   if (!go.defined()) {
     go = Tensor::zeros(q.shape(), q.dtype(), q.device());

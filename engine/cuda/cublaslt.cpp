@@ -8,6 +8,7 @@
 
 #include "engine/allocator.h"
 #include "engine/cuda/check.h"
+#include "engine/cuda/op_helpers.h"
 #include "kernels/elementwise.h"
 
 namespace engine::cuda {
@@ -96,9 +97,6 @@ void set_pref(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttribute
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &value, sizeof value));
 }
 
-kernels::ElemType elem_type(DType t) {
-  return t == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
-}
 
 }  // namespace
 
@@ -125,8 +123,10 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
   if (k == 0) {  // C = beta * C, which cuBLASLt does not promise for an empty sum
     for (int64_t i = 0; i < batch; ++i) {
       void* ci = static_cast<char*>(c) + i * stride_c * static_cast<int64_t>(dtype_bits(c_type) / 8);
-      if (beta == 0.0f) kernels::fill(ci, elem_type(c_type), 0.0f, m * n, stream);
-      else kernels::scale(ci, ci, beta, elem_type(c_type), m * n, stream);
+      if (beta == 0.0f)
+        kernels::fill(ci, cuda_ops::elem_type(c_type), 0.0f, m * n, stream);
+      else
+        kernels::scale(ci, ci, beta, cuda_ops::elem_type(c_type), m * n, stream);
     }
     return;
   }

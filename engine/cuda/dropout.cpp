@@ -5,25 +5,20 @@
 // Nothing is saved: the mask is a pure function of (seed, offset, i) and backward
 // regenerates it (kernels/dropout.cu). p == 0 is the identity and skips the RNG.
 // f32 or bf16 storage, fp32 math, one rounding.
+#include "kernels/dropout.h"
+
+#include "engine/cuda/op_helpers.h"
 #include "engine/cuda/ops.h"
 #include "engine/cuda/runtime.h"
 #include "engine/nvtx.h"
-#include "kernels/dropout.h"
 #include "kernels/math/activations.h"
 
 namespace engine::cuda_ops {
 
 namespace {
 
-kernels::ElemType elem_type(const Tensor& t, const char* what) {
-  ENGINE_CHECK(t.device().is_cuda(), "dropout: ", what, " must be on a CUDA device, got ", t.str());
-  ENGINE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, "dropout: ", what,
-               " must be f32 or bf16 on cuda, got ", t.str());
-  return t.dtype() == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
-}
-
 Tensor apply(const Tensor& x, const OpAttrs& a, const char* what) {
-  const kernels::ElemType type = elem_type(x, what);
+  const kernels::ElemType type = arith_type(x, "dropout", what);
   ENGINE_CHECK(a.p >= 0.0f && a.p < 1.0f, "dropout: p must be in [0, 1), got ", a.p);
   if (a.p == 0.0f) return x.clone();
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());

@@ -10,28 +10,22 @@
 // weight that lives anyway; only its dtype and device are read).
 #include <string>
 
+#include "engine/cuda/op_helpers.h"
 #include "engine/cuda/ops.h"
-#include "engine/op_shapes.h"
 #include "engine/cuda/runtime.h"
+#include "engine/op_shapes.h"
 #include "kernels/embedding.h"
 
 namespace engine::cuda_ops {
 
 namespace {
 
-kernels::ElemType table_type(const Tensor& t) {
-  ENGINE_CHECK(t.device().is_cuda(), "embedding: table must be on a CUDA device, got ", t.str());
-  ENGINE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16,
-               "embedding: table must be f32 or bf16 on cuda, got ", t.str());
-  return t.dtype() == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
-}
-
 }  // namespace
 
 std::vector<Tensor> embedding_forward(OpContext& ctx, const std::vector<Tensor>& in) {
   const Tensor &ids = in[0], &table = in[1];
   ENGINE_CHECK(ids.dtype() == DType::I32, "embedding: ids must be i32, got ", ids.str());
-  const kernels::ElemType t = table_type(table);
+  const kernels::ElemType t = arith_type(table, "embedding", "table");
   ENGINE_CHECK(ids.device() == table.device(), "embedding: ids ", ids.str(), " and table ",
                table.str(), " are on different devices");
   ENGINE_CHECK(table.rank() == 2, "embedding: table must be [V, D], got ", table.shape().str());
@@ -67,10 +61,10 @@ std::vector<Tensor> embedding_backward(OpContext& ctx, const std::vector<Tensor>
   if (g.dtype() != table.dtype()) g = g.to_dtype(table.dtype());
   const size_t bytes = kernels::embedding_backward_workspace_bytes(n, vocab);
   Tensor workspace = Tensor::empty({static_cast<int64_t>(bytes)}, DType::U8, table.device());
-  kernels::embedding_backward(dtable.raw_data(), g.raw_data(),
-                              static_cast<const int32_t*>(ids.raw_data()), table_type(table), n,
-                              vocab, d, bytes ? workspace.raw_data() : nullptr, bytes,
-                              cuda::current_stream());
+  kernels::embedding_backward(
+      dtable.raw_data(), g.raw_data(), static_cast<const int32_t*>(ids.raw_data()),
+      arith_type(table, "embedding", "table"), n, vocab, d, bytes ? workspace.raw_data() : nullptr,
+      bytes, cuda::current_stream());
   return {Tensor(), dtable};
 }
 

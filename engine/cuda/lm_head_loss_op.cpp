@@ -25,6 +25,7 @@
 #include <algorithm>
 
 #include "engine/cuda/cublaslt.h"
+#include "engine/cuda/op_helpers.h"
 #include "engine/cuda/ops.h"
 #include "engine/cuda/runtime.h"
 #include "engine/nvtx.h"
@@ -66,9 +67,6 @@ Problem make_problem(const OpContext& ctx, const Tensor& h, const Tensor& w, con
   return p;
 }
 
-kernels::ElemType elem(DType t) {
-  return t == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
-}
 
 // Element `i` of a tensor's storage, as a typed or untyped device pointer.
 template <class T = char>
@@ -131,7 +129,8 @@ std::vector<Tensor> lm_head_cross_entropy_forward(OpContext& ctx, const std::vec
       });
     }
   }
-  kernels::ce_mean_loss(loss.raw_data(), elem(p.type), row_loss.data<float>(), p.n, count, stream);
+  kernels::ce_mean_loss(loss.raw_data(), cuda_ops::elem_type(p.type), row_loss.data<float>(), p.n,
+                        count, stream);
   ctx.save({h, w, targets, lse, host_targets});
   return {loss};
 }
@@ -174,7 +173,8 @@ std::vector<Tensor> lm_head_cross_entropy_backward(OpContext& ctx,
   for (int64_t r0 = 0; r0 < p.n; r0 += p.tile.rows) {
     const int64_t rows = std::min(p.tile.rows, p.n - r0);
     if (!chunk_counted(t, r0, rows, ignore)) {
-      if (p.want_dh) kernels::fill(at(dh, r0 * p.h), elem(p.type), 0.0f, rows * p.h, stream);
+      if (p.want_dh)
+        kernels::fill(at(dh, r0 * p.h), cuda_ops::elem_type(p.type), 0.0f, rows * p.h, stream);
       continue;
     }
     float* dh_rows = !p.want_dh ? nullptr : split ? dh_acc.data<float>() : at<float>(dh, r0 * p.h);

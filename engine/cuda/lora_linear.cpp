@@ -103,9 +103,6 @@ Call plan(const OpAttrs& at, const Tensor& x, const Tensor& a, const Tensor& b) 
   return k;
 }
 
-kernels::ElemType elem(DType t) {
-  return t == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
-}
 
 Tensor in_dtype(const Tensor& t, DType dtype) { return t.dtype() == dtype ? t : t.to_dtype(dtype); }
 
@@ -123,15 +120,15 @@ void mm(const Tensor& c, const Tensor& a, bool ta, const Tensor& b, bool tb, int
 Tensor masked(const Tensor& t, const Call& k, const OpAttrs& at) {
   if (!k.drop) return t;
   Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
-  kernels::dropout(out.raw_data(), t.raw_data(), elem(t.dtype()), at.p, 1.0f, at.seed, at.offset,
-                   t.numel(), cuda::current_stream());
+  kernels::dropout(out.raw_data(), t.raw_data(), cuda_ops::elem_type(t.dtype()), at.p, 1.0f,
+                   at.seed, at.offset, t.numel(), cuda::current_stream());
   return out;
 }
 
 void mask_in_place(Tensor& t, const Call& k, const OpAttrs& at) {
   if (!k.drop) return;
-  kernels::dropout(t.raw_data(), t.raw_data(), elem(t.dtype()), at.p, 1.0f, at.seed, at.offset,
-                   t.numel(), cuda::current_stream());
+  kernels::dropout(t.raw_data(), t.raw_data(), cuda_ops::elem_type(t.dtype()), at.p, 1.0f, at.seed,
+                   at.offset, t.numel(), cuda::current_stream());
 }
 
 // W [out, in] in the compute dtype, in a buffer from the caching allocator.

@@ -6,12 +6,17 @@
 
 namespace engine::cuda_ops {
 
+// The kernel element type of an f32 or bf16 dtype (callers have checked it is one).
+inline kernels::ElemType elem_type(DType t) {
+  return t == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
+}
+
 // The kernel element type of a CUDA f32/bf16 tensor; one-line error otherwise.
 inline kernels::ElemType arith_type(const Tensor& t, const char* op, const char* what) {
   ENGINE_CHECK(t.device().is_cuda(), op, ": ", what, " must be on a CUDA device, got ", t.str());
   ENGINE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, op, ": ", what,
                " must be f32 or bf16 on cuda, got ", t.str());
-  return t.dtype() == DType::F32 ? kernels::ElemType::F32 : kernels::ElemType::BF16;
+  return elem_type(t.dtype());
 }
 
 inline Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }

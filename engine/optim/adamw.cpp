@@ -11,6 +11,7 @@
 #include "kernels/math/adamw.h"
 
 #if ENGINE_WITH_CUDA
+#include "engine/cuda/op_helpers.h"
 #include "engine/cuda/runtime.h"
 #include "kernels/adamw.h"
 #include "kernels/elementwise.h"
@@ -22,14 +23,11 @@ namespace engine::optim {
 namespace {
 
 #if ENGINE_WITH_CUDA
-kernels::ElemType elem_type(DType t) {
-  return t == DType::BF16 ? kernels::ElemType::BF16 : kernels::ElemType::F32;
-}
-
 // Sum of squares of gradients on one device: one fused launch, one double copied back.
 double device_sum_squares(const std::vector<Tensor>& grads, Device device) {
   std::vector<kernels::SquaresTensor> list;
-  for (const Tensor& g : grads) list.push_back({g.raw_data(), elem_type(g.dtype()), g.numel()});
+  for (const Tensor& g : grads)
+    list.push_back({g.raw_data(), cuda_ops::elem_type(g.dtype()), g.numel()});
   const int n = static_cast<int>(list.size());
   Tensor workspace = Tensor::empty(
       {static_cast<int64_t>(kernels::sum_squares_workspace_bytes(list.data(), n))}, DType::U8,
@@ -143,8 +141,8 @@ float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
       if (!g.defined()) continue;
 #if ENGINE_WITH_CUDA
       if (g.device().is_cuda()) {
-        kernels::scale(g.raw_data(), g.raw_data(), factor, elem_type(g.dtype()), g.numel(),
-                       cuda::current_stream());
+        kernels::scale(g.raw_data(), g.raw_data(), factor, cuda_ops::elem_type(g.dtype()),
+                       g.numel(), cuda::current_stream());
         continue;
       }
 #endif

@@ -68,15 +68,6 @@ struct Dims {
   }
 };
 
-void poison_device_pool(size_t bytes) {
-  std::vector<Tensor> blocks;
-  for (size_t size = 256; size <= bytes; size *= 2) {
-    Tensor t = Tensor::empty({static_cast<int64_t>(size / 4)}, DType::F32, Device::cuda());
-    t.fill(NAN);
-    blocks.push_back(t);
-  }
-}
-
 // Host f32 tensor of values that are exact in `dtype`.
 Tensor random_host(const Shape& s, float lo, float hi, engine::Generator& gen, DType dtype) {
   return engine::uniform(s, lo, hi, gen).to_dtype(dtype).to_dtype(DType::F32);
@@ -120,11 +111,11 @@ Results gpu_run(const Problem& p, DType dtype, OpContext& ctx) {
   auto dev = [&](const Tensor& t) { return t.to_dtype(dtype).to(Device::cuda()); };
   ctx.attrs.scale = 0.0f;
   const size_t bytes = 4 * size_t(p.q.numel()) * 4 + 4096;
-  poison_device_pool(bytes);
+  test_support::poison_device_pool(bytes);
   Results r;
   r.out = engine::cuda_ops::attention_forward(ctx, {dev(p.q), dev(p.k), dev(p.v)})[0].to_floats();
   r.lse = ctx.saved[4].to_floats();
-  poison_device_pool(bytes);
+  test_support::poison_device_pool(bytes);
   std::vector<Tensor> g = engine::cuda_ops::attention_backward(ctx, {dev(p.dout)});
   r.dq = g[0].to_floats();
   r.dk = g[1].to_floats();
@@ -303,7 +294,7 @@ TEST_P(AttentionCudaFast, MatchesCpuWithinDerivedBoundsAndIsDeterministic) {
   expect_within(got.dv, ref.dv, tol.dv, at + " dv");
 
   // Determinism: a second backward from the same saved tensors, bit for bit.
-  poison_device_pool(4 * size_t(p.q.numel()) * 4 + 4096);
+  test_support::poison_device_pool(4 * size_t(p.q.numel()) * 4 + 4096);
   std::vector<Tensor> again = engine::cuda_ops::attention_backward(
       ctx, {p.dout.to_dtype(DType::BF16).to(Device::cuda())});
   EXPECT_TRUE(bitwise_equal(again[0].to_floats(), got.dq)) << at << " dq differs between runs";
@@ -346,7 +337,7 @@ TEST(AttentionCuda, EveryGroupSplitMatchesCpu) {
     const size_t ws = kernels::attention_backward_workspace_bytes(kernels::ElemType::BF16, s, splits);
     std::vector<float> first_dk;
     for (int run = 0; run < 2; ++run) {
-      poison_device_pool(8 * size_t(q.numel()) * 4);
+      test_support::poison_device_pool(8 * size_t(q.numel()) * 4);
       Tensor w = Tensor::empty({int64_t(ws / 4 + 1)}, DType::F32, Device::cuda());
       Tensor dq = Tensor::empty(q.shape(), DType::BF16, Device::cuda());
       Tensor dk = Tensor::empty(k.shape(), DType::BF16, Device::cuda());

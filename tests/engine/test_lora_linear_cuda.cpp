@@ -49,16 +49,6 @@ constexpr int64_t kIn = 256, kOut = 192, kRank = 8;
 constexpr float kScaling = 2.0f;
 constexpr double kU = 1.0 / 256, kUAcc = 1.0 / (1 << 23), kUF32 = 1.0 / (1 << 24);
 
-// Fills cached device blocks with NaN so fresh outputs start out poisoned.
-void poison_device_pool(size_t bytes) {
-  std::vector<Tensor> blocks;
-  for (size_t size = 256; size <= bytes; size *= 2) {
-    Tensor t = Tensor::empty({static_cast<int64_t>(size / 4)}, DType::F32, Device::cuda());
-    t.fill(NAN);
-    blocks.push_back(t);
-  }
-}
-
 Tensor bf16_values(const Tensor& t) { return t.to_dtype(DType::BF16).to_dtype(DType::F32); }
 
 Tensor map(const Tensor& t, float (*f)(float)) {
@@ -105,10 +95,10 @@ Outputs run_cuda(const Problem& pr, std::shared_ptr<const engine::FrozenLinear> 
   Tensor x = pr.x.to_dtype(DType::BF16).to(gpu).set_requires_grad();
   Tensor a = pr.a.to(gpu).set_requires_grad(), b = pr.b.to(gpu).set_requires_grad();  // fp32
   const size_t poison = 4 * static_cast<size_t>(pr.x.numel() + pr.dy.numel() + kOut * kIn) + 4096;
-  poison_device_pool(poison);
+  test_support::poison_device_pool(poison);
   Tensor y = ops::lora_linear(x, w_gpu, a, b, kScaling, pr.drop);
   EXPECT_EQ(y.dtype(), DType::BF16);
-  poison_device_pool(poison);
+  test_support::poison_device_pool(poison);
   engine::backward({y}, {pr.dy.to_dtype(DType::BF16).to(gpu)});
   EXPECT_EQ(x.grad().dtype(), DType::BF16);
   EXPECT_EQ(a.grad().dtype(), DType::F32);

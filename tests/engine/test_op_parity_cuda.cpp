@@ -36,16 +36,6 @@ std::vector<OpId> cuda_op_ids() {
   return ids;
 }
 
-// Fills cached device blocks with NaN so fresh outputs start out poisoned.
-void poison_device_pool(size_t bytes) {
-  std::vector<Tensor> blocks;
-  for (size_t size = 256; size <= bytes; size *= 2) {
-    Tensor t = Tensor::empty({static_cast<int64_t>(size / 4)}, DType::F32, engine::Device::cuda());
-    t.fill(NAN);
-    blocks.push_back(t);
-  }
-}  // blocks return to the cache here, NaN-filled
-
 Tensor to_device(const Tensor& host, DType dtype) {
   if (host.dtype() == DType::I32) return host.to(engine::Device::cuda());
   return host.to_dtype(dtype).to(engine::Device::cuda());
@@ -72,7 +62,7 @@ TEST_P(OpCudaParity, ForwardAndBackwardMatchCpu) {
       gpu_in.push_back(to_device(c.inputs[i], dtype).set_requires_grad(c.differentiable[i]));
     }
     Tensor ref = engine::call_op(id, cpu_in, c.attrs)[0];
-    poison_device_pool(4 * ref.nbytes() + 1024);
+    test_support::poison_device_pool(4 * ref.nbytes() + 1024);
     Tensor out = engine::call_op(id, gpu_in, c.attrs)[0];
     EXPECT_EQ(out.shape(), ref.shape()) << c.label;
     expect_close_to_reference(out, ref, dtype, c.accumulation, c.label + " forward");
@@ -80,7 +70,7 @@ TEST_P(OpCudaParity, ForwardAndBackwardMatchCpu) {
     // Same upstream gradient on both sides (rounded through dtype like the inputs).
     Tensor w = as_seen(engine::uniform(ref.shape(), -1.0f, 1.0f, gen), dtype);
     engine::backward({ref}, {w});
-    poison_device_pool(4 * ref.nbytes() + 1024);
+    test_support::poison_device_pool(4 * ref.nbytes() + 1024);
     engine::backward({out}, {to_device(w, dtype)});
     for (size_t i = 0; i < c.inputs.size(); ++i) {
       if (!c.differentiable[i]) continue;
