@@ -36,7 +36,7 @@ double forward_flops(int64_t t) {
 }
 
 struct AttentionBuffers {
-  kernels::AttentionShape s;
+  kmath::AttentionDims s;
   float scale;
   Tensor q, k, v, out, lse, dout, dq, dk, dv, workspace;
 

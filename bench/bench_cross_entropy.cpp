@@ -1,4 +1,4 @@
-// The fused lm_head cross-entropy (engine/cuda/lm_head_loss_op.cpp) at Llama-3-70B's
+// The fused lm_head cross-entropy (engine/cuda/lm_head_loss.cpp) at Llama-3-70B's
 // head: H = 8192, V = 128256, bf16, N = 4096 and 16384 tokens, every target counted.
 // One iteration = forward + backward with the lm_head frozen (QLoRA: only dh), through
 // the registry's CUDA implementation directly.

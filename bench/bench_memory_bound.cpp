@@ -91,7 +91,7 @@ void BM_Rope(benchmark::State& state) {
     const bool inverse = state.range(0) != 0;
     Tensor q = random({1, kTokens, kHeads, kHeadDim}, DType::BF16, 7);
     Tensor out = Tensor::empty(q.shape(), DType::BF16, Device::cuda());
-    kmath::RopeParams p;  // Llama 3.1 70B: theta 500000, llama3 scaling 8 / 1 / 4 / 8192
+    kmath::RopeConfig p;  // Llama 3.1 70B: theta 500000, llama3 scaling 8 / 1 / 4 / 8192
     p.theta = 500000.0f;
     p.scaling_factor = 8.0f;
     std::vector<float> inv_freq(kHeadDim / 2);

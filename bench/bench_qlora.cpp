@@ -125,7 +125,7 @@ void BM_Qlora(benchmark::State& state, LinearShape shape, int64_t m, bool backwa
     const Tensor b = engine::uniform({out, kRank}, -0.01f, 0.01f, gen, DType::F32, gpu);
     engine::OpContext ctx;
     ctx.attrs.frozen = w;
-    ctx.attrs.scale = kScaling;
+    ctx.attrs.lora_scaling = kScaling;
     ctx.needs_grad = {true, true, true};
     double s = 0;
     if (!backward) {

@@ -18,8 +18,8 @@
 #include <string>
 
 #include "engine/backend.h"
-#include "engine/cuda/check.h"
 #include "engine/cuda/runtime.h"
+#include "kernels/check.h"
 
 namespace bench {
 

@@ -2,8 +2,11 @@
 
 #include <cstring>
 
+#include "engine/cuda/ops.h"
+#include "engine/quant/nf4.h"
 #include "engine/tensor.h"
 #include "kernels/math/bf16.h"
+#include "kernels/math/philox.h"
 #if ENGINE_WITH_CUDA
 #include "engine/cuda/runtime.h"
 #endif
@@ -105,6 +108,46 @@ void synchronize(Device device) {
 #endif
 }
 
+void fill_random(Tensor& t, bool normal, float a, float b, uint64_t seed, uint64_t offset) {
+  if (t.device().is_cuda()) {
+#if ENGINE_WITH_CUDA
+    cuda::fill_random(t, normal, a, b, seed, offset);
+#endif
+    return;
+  }
+  ENGINE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, "random fill of ", t.str());
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const auto counter = static_cast<uint64_t>(i);
+    const float v = normal ? a + b * kmath::philox_normal(seed, offset, counter)
+                           : a + (b - a) * kmath::philox_uniform(seed, offset, counter);
+    store_float(t.raw_data(), t.dtype(), i, v);
+  }
+}
+
+#if !ENGINE_WITH_CUDA
+// The device-only entry points, in a build that has no device tensors to pass them.
+double device_sum_squares(const std::vector<Tensor>&) {
+  ENGINE_CHECK(false, "sum of squares on a device in a build without CUDA");
+  return 0;
+}
+void device_scale(Tensor& t, float) {
+  ENGINE_CHECK(false, "scale of ", t.str(), " in a build without CUDA");
+}
+void device_adamw_step(const std::vector<Tensor>&, std::vector<Tensor>&, std::vector<Tensor>&,
+                       const std::vector<size_t>&, const kmath::AdamWStep&) {
+  ENGINE_CHECK(false, "AdamW on a device in a build without CUDA");
+}
+quant::Nf4Weight device_nf4_quantize(const Tensor& dense, bool) {
+  ENGINE_CHECK(false, "quantize_on_device needs a CUDA build; got ", dense.str());
+  return {};
+}
+Tensor device_nf4_dequantize(const quant::Nf4Weight&, DType) {
+  ENGINE_CHECK(false, "NF4 dequantization on a device in a build without CUDA");
+  return {};
+}
+Tensor device_nf4_matmul(const quant::Nf4Weight&, const Tensor&) { return {}; }
+#endif
+
 }  // namespace backend
 
 #if !ENGINE_WITH_CUDA
@@ -112,6 +155,9 @@ Allocator& allocator_for(Device device) {
   ENGINE_CHECK(device.is_cpu(), "no allocator for ", device.str(), " in a build without CUDA");
   return cpu_allocator();
 }
+
+// The op registry's CUDA column (engine/cuda/ops.cpp in CUDA builds): empty everywhere.
+OpImpl cuda_ops::impl(OpId) { return OpImpl{}; }
 #endif
 
 }  // namespace engine

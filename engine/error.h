@@ -1,20 +1,28 @@
 // One error type for the whole engine. Every message is one line that names the
-// place (file:line of the check, or the user's file and position) so tools can
-// print it verbatim and exit non-zero.
+// place, so tools can print it verbatim and exit non-zero: a broken invariant of the
+// engine (ENGINE_CHECK) names file:line of the check; a problem in the user's input
+// (engine::InputError) names the user's file and position, never a source path.
 #pragma once
-#include <sstream>
-#include <stdexcept>
 #include <string>
+
+#include "kernels/error.h"
 
 namespace engine {
 
-class Error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+// The error type lives below the engine, in kernels/error.h, so that a failed kernel
+// launch or CUDA call is caught as an engine::Error like any other.
+using Error = ::kernels::Error;
 
 // Raised when an allocation would exceed the hard memory budget (never a raw OOM).
 class OutOfBudget : public Error {
+ public:
+  using Error::Error;
+};
+
+// A problem in what the user gave (a file, a config, a dataset, a flag). The message
+// names the user's file and place, or the flag, and never a source path: tools print it
+// as it is. Thrown by ENGINE_INPUT_CHECK or directly; catchable as engine::Error.
+class InputError : public Error {
  public:
   using Error::Error;
 };
@@ -30,20 +38,23 @@ inline std::string one_line(std::string s, bool mask_non_ascii = false) {
 }
 
 namespace detail {
-template <class... Args>
-std::string concat(Args&&... args) {
-  std::ostringstream s;
-  (s << ... << args);
-  return s.str();
-}
+using ::kernels::detail::concat;
 }  // namespace detail
 
 }  // namespace engine
 
-// ENGINE_CHECK(cond, message parts...): throws engine::Error "file:line: message".
+// ENGINE_CHECK(cond, message parts...): throws engine::Error "file:line: message"; for the
+// engine's own invariants, where the place in the source is what a bug report needs.
 #define ENGINE_CHECK(cond, ...)                                                     \
   do {                                                                              \
     if (!(cond))                                                                    \
       throw ::engine::Error(::engine::detail::concat(__FILE__, ":", __LINE__, ": ", \
                                                      __VA_ARGS__));                 \
+  } while (0)
+
+// ENGINE_INPUT_CHECK(cond, message parts...): throws engine::InputError "message". For
+// checks of what a user gave; the message itself names their file and place.
+#define ENGINE_INPUT_CHECK(cond, ...)                                                   \
+  do {                                                                                  \
+    if (!(cond)) throw ::engine::InputError(::engine::detail::concat(__VA_ARGS__));     \
   } while (0)

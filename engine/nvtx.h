@@ -1,6 +1,6 @@
-// NVTX ranges in the engine's one domain ("qlora"), for Nsight Systems timelines.
-// RAII: a range opens in the constructor and closes in the destructor. In builds
-// without CUDA the ranges compile to nothing.
+// NVTX ranges in the engine's one domain ("qlora", kernels/nvtx.h), for Nsight Systems
+// timelines. RAII: a range opens in the constructor and closes in the destructor. In a
+// build without the NVTX headers (no CUDA toolkit, or -DENGINE_NVTX=OFF) they do nothing.
 #pragma once
 
 namespace engine {

@@ -1,40 +1,39 @@
-// The op registry: one row per op (engine/op_registry.cpp) naming its CPU reference
-// and, where it exists, its CUDA implementation. call_op dispatches on the inputs'
-// device and records an autograd node; engine/ops.h wraps each row in a typed
-// function. Adding an op = an OpId, a row, its implementations, and its cases in
-// tests/engine/op_cases.cpp (the harness then checks gradients and CUDA parity).
+// The op registry: one row per op, generated from the op list (engine/op_list.h),
+// naming its CPU reference and, where it exists, its CUDA implementation. call_op
+// dispatches on the inputs' device and records an autograd node; engine/ops.h wraps
+// each row in a typed function. Adding an op = a row in engine/op_list.h, its
+// implementations, its wrapper, and its cases in tests/support/op_cases.cpp (the
+// harness then checks gradients and CUDA parity): docs/architecture.md "Adding an op".
 #pragma once
 #include <memory>
 #include <span>
 #include <vector>
 
+#include "engine/op_list.h"
 #include "engine/tensor.h"
+#include "kernels/math/rope.h"
 
 namespace engine {
 
 class FrozenLinear;
 
 enum class OpId {
-  Matmul, Add, Mul, Scale, Sum, Mean, Reshape,
-  RmsNorm, Rope, Silu, SwiGLU, Softmax, Attention, Embedding, CrossEntropy, Dropout,
-  LoraLinear,
-  LmHeadCrossEntropy,
+#define ENGINE_OP_ID(Id, name, inputs, outputs, cuda) Id,
+  ENGINE_OPS(ENGINE_OP_ID)
+#undef ENGINE_OP_ID
   kCount
 };
 
-// Rotary embedding frequencies, with optional Llama 3.1 ("llama3") scaling.
-struct RopeConfig {
-  float theta = 10000.0f;
-  float scaling_factor = 0.0f;  // 0 = no llama3 scaling
-  float low_freq_factor = 1.0f;
-  float high_freq_factor = 4.0f;
-  float original_max_position = 8192.0f;
-};
+// Rotary embedding frequencies (theta, llama3 scaling): one struct, shared with the
+// kernels' math.
+using kmath::RopeConfig;
 
 // Non-tensor arguments. Each op reads only the fields named in its comment in ops.h.
 struct OpAttrs {
   bool transpose_a = false, transpose_b = false;  // matmul
-  float scale = 1.0f;                               // scale; attention softmax scale (0: 1/sqrt(d))
+  float factor = 1.0f;                              // scale: y = factor * x
+  float softmax_scale = 0.0f;                       // attention: scales q . k (0: 1/sqrt(D))
+  float lora_scaling = 1.0f;                        // lora_linear: s = lora_alpha / r
   float eps = 1e-5f;                                // rmsnorm
   float p = 0.0f;                                   // dropout probability
   uint64_t seed = 0, offset = 0;                    // dropout stream
@@ -53,6 +52,9 @@ struct OpContext {
   std::vector<Shape> input_shapes;
   std::vector<bool> needs_grad;     // per input: does backward have to produce it?
   void save(std::initializer_list<Tensor> tensors);
+  // Whether backward must produce input i's gradient. needs_grad is empty when a test
+  // or bench calls an op's backward directly: then every gradient is wanted.
+  bool wants_grad(size_t i) const { return i >= needs_grad.size() || needs_grad[i]; }
 };
 
 // Forward: inputs -> outputs (may call ctx.save). Backward: one gradient per output

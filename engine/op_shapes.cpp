@@ -25,14 +25,14 @@ MatmulDims matmul_dims(const Shape& a, const Shape& b, bool ta, bool tb) {
   return d;
 }
 
-AttentionDims attention_dims(const Shape& q, const Shape& k, const Shape& v) {
+kmath::AttentionDims attention_dims(const Shape& q, const Shape& k, const Shape& v) {
   ENGINE_CHECK(q.rank() == 4 && k.rank() == 4 && v.rank() == 4,
                "attention: q, k, v must be [B, T, H, D], got ", q.str(), ", ", k.str(), ", ",
                v.str());
   ENGINE_CHECK(k == v, "attention: k ", k.str(), " and v ", v.str(), " differ");
   ENGINE_CHECK(q[0] == k[0] && q[1] == k[1] && q[3] == k[3], "attention: q ", q.str(), " and k ",
                k.str(), " differ in batch, tokens or head dim");
-  AttentionDims d{q[0], q[1], q[2], k[2], q[3]};
+  const kmath::AttentionDims d{q[0], q[1], q[2], k[2], q[3]};
   ENGINE_CHECK(d.kv_heads > 0 && d.q_heads % d.kv_heads == 0, "attention: ", d.q_heads,
                " query heads are not a multiple of ", d.kv_heads, " KV heads");
   return d;

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "engine/op.h"
+#include "kernels/math/attention_dims.h"
 
 namespace engine {
 
@@ -17,10 +18,7 @@ struct MatmulDims {
 MatmulDims matmul_dims(const Shape& a, const Shape& b, bool transpose_a, bool transpose_b);
 
 // attention: q [B, T, Hq, D], k and v [B, T, Hkv, D], Hq a multiple of Hkv.
-struct AttentionDims {
-  int64_t batch, seq, q_heads, kv_heads, head_dim;
-};
-AttentionDims attention_dims(const Shape& q, const Shape& k, const Shape& v);
+kmath::AttentionDims attention_dims(const Shape& q, const Shape& k, const Shape& v);
 
 // rms_norm: x [..., D] with D > 0, weight [D], eps >= 0.
 void check_rms_norm(const Shape& x, const Shape& weight, float eps);

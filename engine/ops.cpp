@@ -18,7 +18,7 @@ Tensor add(const Tensor& a, const Tensor& b) { return call1(OpId::Add, {a, b}); 
 Tensor mul(const Tensor& a, const Tensor& b) { return call1(OpId::Mul, {a, b}); }
 Tensor scale(const Tensor& x, float factor) {
   OpAttrs attrs;
-  attrs.scale = factor;
+  attrs.factor = factor;
   return call1(OpId::Scale, {x}, attrs);
 }
 Tensor sum(const Tensor& x) { return call1(OpId::Sum, {x}); }
@@ -44,7 +44,7 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) { return call1(OpId::SwiGLU,
 Tensor softmax(const Tensor& x) { return call1(OpId::Softmax, {x}); }
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale) {
   OpAttrs attrs;
-  attrs.scale = scale;
+  attrs.softmax_scale = scale;
   return call1(OpId::Attention, {q, k, v}, attrs);
 }
 Tensor embedding(const Tensor& ids, const Tensor& table) {
@@ -74,7 +74,7 @@ Tensor lora_linear(const Tensor& x, std::shared_ptr<const FrozenLinear> frozen, 
                    const Tensor& lora_b, float scaling, LoraDropout dropout) {
   OpAttrs attrs;
   attrs.frozen = std::move(frozen);
-  attrs.scale = scaling;
+  attrs.lora_scaling = scaling;
   attrs.p = dropout.p;
   attrs.seed = dropout.seed;
   attrs.offset = dropout.offset;

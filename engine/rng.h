@@ -19,7 +19,6 @@ class Generator {
     offset_ += count;
     return first;
   }
-  void set_offset(uint64_t offset) { offset_ = offset; }
 
  private:
   uint64_t seed_;

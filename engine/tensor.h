@@ -82,7 +82,6 @@ class Tensor {
   std::shared_ptr<Node> grad_fn() const;
   int output_index() const;
   void set_grad_fn(std::shared_ptr<Node> fn, int output_index);
-  bool is_leaf() const { return grad_fn() == nullptr; }
 
   bool same_impl(const Tensor& o) const { return impl_ == o.impl_; }
   const std::shared_ptr<TensorImpl>& impl_for_autograd() const { return impl_; }

@@ -18,8 +18,8 @@
 // kernel is purely memory bound.
 #include <vector>
 
-#include "engine/cuda/check.h"
 #include "kernels/adamw.h"
+#include "kernels/check.h"
 #include "kernels/launch_utils.cuh"
 
 namespace kernels {
@@ -91,19 +91,19 @@ size_t adamw_workspace_bytes(int num_tensors) {
 void adamw_step(const AdamWTensor* tensors, int num_tensors, const kmath::AdamWStep& step,
                 void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   detail::LaunchRange range("adamw");
-  ENGINE_CHECK(num_tensors >= 0, "adamw: negative tensor count ", num_tensors);
-  ENGINE_CHECK(num_tensors == 0 || tensors != nullptr, "adamw: null tensor list");
+  KERNELS_CHECK(num_tensors >= 0, "adamw: negative tensor count ", num_tensors);
+  KERNELS_CHECK(num_tensors == 0 || tensors != nullptr, "adamw: null tensor list");
   std::vector<Desc> table;
   table.reserve(static_cast<size_t>(num_tensors));
   int64_t chunks = 0;
   for (int i = 0; i < num_tensors; ++i) {
     const AdamWTensor& t = tensors[i];
-    ENGINE_CHECK(t.numel >= 0, "adamw: tensor ", i, " has negative numel ", t.numel);
+    KERNELS_CHECK(t.numel >= 0, "adamw: tensor ", i, " has negative numel ", t.numel);
     if (t.numel == 0) continue;
-    ENGINE_CHECK(t.param && t.grad && t.m && t.v, "adamw: tensor ", i, " has a null pointer");
-    ENGINE_CHECK(static_cast<const void*>(t.grad) != t.param && t.m != t.param && t.v != t.param &&
-                     t.m != t.v,
-                 "adamw: tensor ", i, " has aliased param/grad/m/v buffers");
+    KERNELS_CHECK(t.param && t.grad && t.m && t.v, "adamw: tensor ", i, " has a null pointer");
+    KERNELS_CHECK(static_cast<const void*>(t.grad) != t.param && t.m != t.param && t.v != t.param &&
+                      t.m != t.v,
+                  "adamw: tensor ", i, " has aliased param/grad/m/v buffers");
     const bool vec4 = detail::aligned(t.param, 16) && detail::aligned(t.grad, 16) &&
                       detail::aligned(t.m, 16) && detail::aligned(t.v, 16);
     table.push_back(Desc{t.param, t.grad, t.m, t.v, t.numel, chunks, vec4 ? 1 : 0});
@@ -111,11 +111,11 @@ void adamw_step(const AdamWTensor* tensors, int num_tensors, const kmath::AdamWS
   }
   if (table.empty()) return;
   const size_t bytes = table.size() * sizeof(Desc);
-  ENGINE_CHECK(workspace != nullptr && workspace_bytes >= bytes, "adamw: workspace of ",
-               workspace_bytes, " bytes is smaller than the ", bytes, " bytes needed");
-  ENGINE_CHECK(detail::aligned(workspace, alignof(Desc)), "adamw: workspace is misaligned");
-  ENGINE_CHECK(step.bias2_sqrt > 0.0f, "adamw: bias2_sqrt must be positive, got ",
-               step.bias2_sqrt);
+  KERNELS_CHECK(workspace != nullptr && workspace_bytes >= bytes, "adamw: workspace of ",
+                workspace_bytes, " bytes is smaller than the ", bytes, " bytes needed");
+  KERNELS_CHECK(detail::aligned(workspace, alignof(Desc)), "adamw: workspace is misaligned");
+  KERNELS_CHECK(step.bias2_sqrt > 0.0f, "adamw: bias2_sqrt must be positive, got ",
+                step.bias2_sqrt);
   // From pageable memory: returns once `table` is staged, so it may go out of scope.
   CUDA_CHECK(cudaMemcpyAsync(workspace, table.data(), bytes, cudaMemcpyHostToDevice, stream));
   int64_t grid = static_cast<int64_t>(detail::sm_count()) * kBlocksPerSm;

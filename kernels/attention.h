@@ -15,7 +15,7 @@
 // kernels: one warp per row, fp32 math, the same results up to fp32 rounding.
 // Both are deterministic: the same inputs give bitwise identical outputs.
 //
-// Every launcher checks its preconditions and the launch, throwing engine::Error;
+// Every launcher checks its preconditions and the launch, throwing kernels::Error;
 // an empty problem (B, T or heads 0) queues nothing.
 #pragma once
 #include <cuda_runtime_api.h>
@@ -24,28 +24,25 @@
 #include <cstdint>
 
 #include "kernels/elementwise.h"  // ElemType
+#include "kernels/math/attention_dims.h"
 
 namespace kernels {
-
-struct AttentionShape {
-  int64_t batch = 0, seq = 0, q_heads = 0, kv_heads = 0, head_dim = 0;
-};
 
 // The largest head dim the fallback kernels take (8 values per lane of a warp).
 constexpr int64_t kAttentionMaxHeadDim = 256;
 
 // True when (type, shape) runs the tensor-core kernels (pointer alignment aside).
-bool attention_fast_path(ElemType type, const AttentionShape& s);
+bool attention_fast_path(ElemType type, const kmath::AttentionDims& s);
 
 // out = softmax(scale q k^T + causal mask) v per head; lse as above.
 void attention_forward(void* out, float* lse, const void* q, const void* k, const void* v,
-                       ElemType type, const AttentionShape& s, float scale, cudaStream_t stream);
+                       ElemType type, const kmath::AttentionDims& s, float scale, cudaStream_t stream);
 
 // Bytes of scratch attention_backward needs (fp32 row statistics, and on the fast path
 // the per-split partial dK, dV when the GQA group is split across blocks).
 // kv_splits: 0 chooses automatically (from the SM count); otherwise it must divide
 // Hq / Hkv. Pass the same value to attention_backward.
-size_t attention_backward_workspace_bytes(ElemType type, const AttentionShape& s,
+size_t attention_backward_workspace_bytes(ElemType type, const kmath::AttentionDims& s,
                                           int kv_splits = 0);
 
 // dq, dk, dv from dout and the forward's q, k, v, out, lse. workspace: at least
@@ -53,7 +50,7 @@ size_t attention_backward_workspace_bytes(ElemType type, const AttentionShape& s
 // 16-byte aligned. dq, dk, dv are fully overwritten.
 void attention_backward(void* dq, void* dk, void* dv, const void* q, const void* k,
                         const void* v, const void* out, const float* lse, const void* dout,
-                        ElemType type, const AttentionShape& s, float scale, void* workspace,
+                        ElemType type, const kmath::AttentionDims& s, float scale, void* workspace,
                         size_t workspace_bytes, cudaStream_t stream, int kv_splits = 0);
 
 }  // namespace kernels

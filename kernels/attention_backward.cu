@@ -11,8 +11,10 @@
 // Kernels, in launch order:
 //   delta_kernel  Delta [B, Hq, T] fp32 from the bf16 O and dO (one warp per row).
 //   dkdv_kernel   one block of 8 warps per (b, KV head, split, key tile of 128 keys),
-//                 16 keys per warp. It streams query tiles of 64 rows (double-buffered
-//                 cp.async) over the query heads of its share of the group, and per tile
+//                 16 keys per warp. It streams query tiles of 64 rows (32 where the
+//                 device's shared memory per block is too small for 64, see
+//                 attention_common.cuh; double-buffered cp.async) over the query heads of
+//                 its share of the group, and per tile
 //                 each warp computes, all in registers:
 //                   S^T = K_w Q^T,  P^T = exp2(S^T scale log2 e - lse log2 e) (masked),
 //                   dV_w += bf16(P^T) dO,  dP^T = V_w dO^T,  dS^T = P^T o (dP^T - Delta),
@@ -20,8 +22,9 @@
 //                 Only key-tile-owned accumulators are written, so no atomics: each dK,
 //                 dV element is one thread's sum in a fixed order.
 //   dq_kernel     one block of 8 warps per (b, query head, query tile of 128 rows),
-//                 streaming key tiles of 64 (double-buffered): S = Q_w K^T, P from lse,
-//                 dP = dO_w V^T, dS, dQ_w += bf16(dS) K. The same P and dS as dkdv_kernel
+//                 streaming key tiles of 64 or 32 (as above; double-buffered):
+//                 S = Q_w K^T, P from lse, dP = dO_w V^T, dS, dQ_w += bf16(dS) K.
+//                 The same P and dS as dkdv_kernel
 //                 (recomputed: two extra products instead of dQ atomics).
 //   reduce_kernel only when the group is split over several blocks (kv_splits > 1, chosen
 //                 when there are too few key tiles to fill the GPU): each split wrote
@@ -34,9 +37,8 @@
 // rows (past T) are zero-filled in shared memory and never stored.
 #include <algorithm>
 
-#include "engine/cuda/check.h"
-#include "engine/error.h"
 #include "kernels/attention_common.cuh"
+#include "kernels/check.h"
 #include "kernels/launch_utils.cuh"
 
 namespace kernels {
@@ -71,14 +73,14 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-template <int D>
-__global__ void __launch_bounds__(DkvTiles<D>::kThreads)
+template <int D, int kStream>
+__global__ void __launch_bounds__(DkvTiles<D, kStream>::kThreads)
     dkdv_kernel(bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dk_part,
                 float* __restrict__ dv_part, const bf16* __restrict__ q,
                 const bf16* __restrict__ k, const bf16* __restrict__ v,
                 const bf16* __restrict__ dout, const float* __restrict__ lse,
                 const float* __restrict__ delta, Dims d, int splits, float scale) {
-  using C = DkvTiles<D>;
+  using C = DkvTiles<D, kStream>;
   constexpr int kBr = C::kBr, kBc = C::kBc, kN = kBr / 8;
   KERNELS_DYNAMIC_SHARED(unsigned char, smem);
   bf16* sK = reinterpret_cast<bf16*>(smem);
@@ -92,7 +94,7 @@ __global__ void __launch_bounds__(DkvTiles<D>::kThreads)
   const int split = blockIdx.x % splits, bg = blockIdx.x / splits;
   const int b = bg / d.kv_heads, g = bg % d.kv_heads;
   const int k0 = blockIdx.y * kBc;  // key tile 0 (the most work) first
-  const int heads = d.group / splits, h_begin = g * d.group + split * heads;
+  const int heads = d.group() / splits, h_begin = g * d.group() + split * heads;
   const int qt_begin = kmath::attn_first_query_tile(k0, kBr);
   const int n_qt = ceil_div(d.seq, kBr) - qt_begin;
   const int steps = heads * n_qt;
@@ -182,13 +184,13 @@ __global__ void __launch_bounds__(DkvTiles<D>::kThreads)
     }
 }
 
-template <int D>
-__global__ void __launch_bounds__(DqTiles<D>::kThreads)
+template <int D, int kStream>
+__global__ void __launch_bounds__(DqTiles<D, kStream>::kThreads)
     dq_kernel(bf16* __restrict__ dq, const bf16* __restrict__ q, const bf16* __restrict__ k,
               const bf16* __restrict__ v, const bf16* __restrict__ dout,
               const float* __restrict__ lse, const float* __restrict__ delta, Dims d,
               float scale) {
-  using C = DqTiles<D>;
+  using C = DqTiles<D, kStream>;
   constexpr int kBr = C::kBr, kBc = C::kBc, kN = kBc / 8;
   KERNELS_DYNAMIC_SHARED(unsigned char, smem);
   bf16* sQ = reinterpret_cast<bf16*>(smem);
@@ -197,7 +199,7 @@ __global__ void __launch_bounds__(DqTiles<D>::kThreads)
   bf16* sV = sK + 2 * kBc * D;   // [2][kBc][D]
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane >> 2, t = lane & 3;
-  const int b = blockIdx.x / d.q_heads, h = blockIdx.x % d.q_heads, g = h / d.group;
+  const int b = blockIdx.x / d.q_heads, h = blockIdx.x % d.q_heads, g = h / d.group();
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kBr;  // heaviest tiles first
   const int64_t q_stride = int64_t(d.q_heads) * D, kv_stride = int64_t(d.kv_heads) * D;
   const int64_t q_rows = (int64_t(b) * d.seq + q0) * q_stride + int64_t(h) * D;
@@ -283,8 +285,8 @@ using detail::sm_count;
 // Splits of the GQA group for dkdv_kernel: the smallest divisor of the group that gives
 // at least 4 blocks per SM (1 when the key tiles alone do), keeping the fp32 partials
 // under 2 GiB.
-int choose_splits(const AttentionShape& s) {
-  const int64_t group = s.q_heads / s.kv_heads;
+int choose_splits(const kmath::AttentionDims& s) {
+  const int64_t group = s.group();
   const int64_t blocks = ceil_div(int(s.seq), DkvTiles<128>::kBc) * s.batch * s.kv_heads;
   const int64_t target = 4 * int64_t(sm_count());
   const int64_t per_split = 2 * s.batch * s.seq * s.kv_heads * s.head_dim * 4;  // bytes
@@ -299,6 +301,31 @@ int choose_splits(const AttentionShape& s) {
 
 size_t round16(size_t bytes) { return (bytes + 15) / 16 * 16; }
 
+template <int D, int kStream>
+void launch_dkdv(bf16* dk, bf16* dv, float* dk_part, float* dv_part, const bf16* q,
+                 const bf16* k, const bf16* v, const float* lse, const bf16* dout,
+                 const float* delta, const Dims& d, float scale, int splits, cudaStream_t stream) {
+  using Kv = DkvTiles<D, kStream>;
+  CUDA_CHECK(ptx::allow_dynamic_shared(dkdv_kernel<D, kStream>, Kv::kSmem));
+  const dim3 grid(unsigned(d.batch) * unsigned(d.kv_heads) * unsigned(splits),
+                  unsigned(ceil_div(d.seq, Kv::kBc)));
+  ptx::launch(dkdv_kernel<D, kStream>, grid, Kv::kThreads, Kv::kSmem, stream, dk, dv, dk_part,
+              dv_part, q, k, v, dout, lse, delta, d, splits, scale);
+  CUDA_CHECK_LAUNCH("attention dkdv_kernel");
+}
+
+template <int D, int kStream>
+void launch_dq(bf16* dq, const bf16* q, const bf16* k, const bf16* v, const float* lse,
+               const bf16* dout, const float* delta, const Dims& d, float scale,
+               cudaStream_t stream) {
+  using Q = DqTiles<D, kStream>;
+  CUDA_CHECK(ptx::allow_dynamic_shared(dq_kernel<D, kStream>, Q::kSmem));
+  const dim3 grid(unsigned(d.batch) * unsigned(d.q_heads), unsigned(ceil_div(d.seq, Q::kBr)));
+  ptx::launch(dq_kernel<D, kStream>, grid, Q::kThreads, Q::kSmem, stream, dq, q, k, v, dout, lse,
+              delta, d, scale);
+  CUDA_CHECK_LAUNCH("attention dq_kernel");
+}
+
 template <int D>
 void launch_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* q, const bf16* k, const bf16* v,
                      const bf16* out, const float* lse, const bf16* dout, const Dims& d,
@@ -307,16 +334,18 @@ void launch_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* q, const bf16* k,
   ptx::launch(delta_kernel<D>, unsigned((rows + 7) / 8), 256, 0, stream, delta, out, dout, d);
   CUDA_CHECK_LAUNCH("attention delta_kernel");
 
-  using Kv = DkvTiles<D>;
-  const int n_kt = ceil_div(d.seq, Kv::kBc);
+  // The streamed tiles: 64 rows where they fit the device's shared memory per block,
+  // else 32. Where 64 fits every GPU (D = 64) the 32-row kernels are not even compiled.
+  const int smem = detail::max_shared_per_block();
+  constexpr bool kv64_everywhere = DkvTiles<D, 64>::kSmem <= kMinSharedPerBlock;
+  constexpr bool q64_everywhere = DqTiles<D, 64>::kSmem <= kMinSharedPerBlock;
   const int64_t kv_elems = int64_t(d.batch) * d.seq * d.kv_heads * D;
   float* dk_part = splits > 1 ? part : nullptr;
   float* dv_part = splits > 1 ? part + splits * kv_elems : nullptr;
-  CUDA_CHECK(ptx::allow_dynamic_shared(dkdv_kernel<D>, Kv::kSmem));
-  const dim3 kv_grid(unsigned(d.batch) * unsigned(d.kv_heads) * unsigned(splits), unsigned(n_kt));
-  ptx::launch(dkdv_kernel<D>, kv_grid, Kv::kThreads, Kv::kSmem, stream, dk, dv, dk_part, dv_part, q,
-              k, v, dout, lse, delta, d, splits, scale);
-  CUDA_CHECK_LAUNCH("attention dkdv_kernel");
+  if (kv64_everywhere || DkvTiles<D, 64>::kSmem <= smem)
+    launch_dkdv<D, 64>(dk, dv, dk_part, dv_part, q, k, v, lse, dout, delta, d, scale, splits, stream);
+  else if constexpr (!kv64_everywhere)
+    launch_dkdv<D, 32>(dk, dv, dk_part, dv_part, q, k, v, lse, dout, delta, d, scale, splits, stream);
   if (splits > 1) {
     const int64_t blocks = std::min<int64_t>((kv_elems + 255) / 256, 16 * int64_t(sm_count()));
     ptx::launch(reduce_kernel, unsigned(blocks), 256, 0, stream, dk, dv, dk_part, dv_part, kv_elems,
@@ -324,12 +353,10 @@ void launch_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* q, const bf16* k,
     CUDA_CHECK_LAUNCH("attention reduce_kernel");
   }
 
-  using Q = DqTiles<D>;
-  CUDA_CHECK(ptx::allow_dynamic_shared(dq_kernel<D>, Q::kSmem));
-  const dim3 q_grid(unsigned(d.batch) * unsigned(d.q_heads), unsigned(ceil_div(d.seq, Q::kBr)));
-  ptx::launch(dq_kernel<D>, q_grid, Q::kThreads, Q::kSmem, stream, dq, q, k, v, dout, lse, delta, d,
-              scale);
-  CUDA_CHECK_LAUNCH("attention dq_kernel");
+  if (q64_everywhere || DqTiles<D, 64>::kSmem <= smem)
+    launch_dq<D, 64>(dq, q, k, v, lse, dout, delta, d, scale, stream);
+  else if constexpr (!q64_everywhere)
+    launch_dq<D, 32>(dq, q, k, v, lse, dout, delta, d, scale, stream);
 }
 
 }  // namespace
@@ -338,17 +365,17 @@ void launch_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* q, const bf16* k,
 
 namespace {
 
-int resolve_splits(const AttentionShape& s, int kv_splits) {
-  const int64_t group = s.q_heads / s.kv_heads;
+int resolve_splits(const kmath::AttentionDims& s, int kv_splits) {
+  const int64_t group = s.group();
   if (kv_splits == 0) return attn::choose_splits(s);
-  ENGINE_CHECK(kv_splits > 0 && group % kv_splits == 0, "attention_backward: kv_splits ",
-               kv_splits, " does not divide the group of ", group, " query heads per KV head");
+  KERNELS_CHECK(kv_splits > 0 && group % kv_splits == 0, "attention_backward: kv_splits ",
+                kv_splits, " does not divide the group of ", group, " query heads per KV head");
   return kv_splits;
 }
 
 }  // namespace
 
-size_t attention_backward_workspace_bytes(ElemType type, const AttentionShape& s,
+size_t attention_backward_workspace_bytes(ElemType type, const kmath::AttentionDims& s,
                                           int kv_splits) {
   if (s.batch == 0 || s.seq == 0 || s.q_heads == 0) return 0;
   attn::check_shape(s, type, "attention_backward");
@@ -361,17 +388,17 @@ size_t attention_backward_workspace_bytes(ElemType type, const AttentionShape& s
 
 void attention_backward(void* dq, void* dk, void* dv, const void* q, const void* k,
                         const void* v, const void* out, const float* lse, const void* dout,
-                        ElemType type, const AttentionShape& s, float scale, void* workspace,
+                        ElemType type, const kmath::AttentionDims& s, float scale, void* workspace,
                         size_t workspace_bytes, cudaStream_t stream, int kv_splits) {
   if (s.batch == 0 || s.seq == 0 || s.q_heads == 0) return;
   attn::check_shape(s, type, "attention_backward");
-  ENGINE_CHECK(dq && dk && dv && q && k && v && out && lse && dout && workspace,
-               "attention_backward: null pointer");
+  KERNELS_CHECK(dq && dk && dv && q && k && v && out && lse && dout && workspace,
+                "attention_backward: null pointer");
   const size_t need = attention_backward_workspace_bytes(type, s, kv_splits);
-  ENGINE_CHECK(workspace_bytes >= need && attn::aligned16(workspace),
-               "attention_backward: workspace of ", workspace_bytes, " bytes at ", workspace,
-               " is smaller than the ", need, " needed or not 16-byte aligned");
-  const attn::Dims d = attn::to_dims(s);
+  KERNELS_CHECK(workspace_bytes >= need && attn::aligned16(workspace),
+                "attention_backward: workspace of ", workspace_bytes, " bytes at ", workspace,
+                " is smaller than the ", need, " needed or not 16-byte aligned");
+  const attn::Dims d = s.as<int>();
   float* delta = static_cast<float*>(workspace);
   const bool aligned = attn::aligned16(dq) && attn::aligned16(dk) && attn::aligned16(dv) &&
                        attn::aligned16(q) && attn::aligned16(k) && attn::aligned16(v) &&

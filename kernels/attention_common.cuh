@@ -29,37 +29,45 @@ using bf16 = __nv_bfloat16;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// Problem dimensions as the kernels see them (int: every count fits; global offsets
-// are computed in int64).
-struct Dims {
-  int batch, seq, q_heads, kv_heads, head_dim, group;  // group = q_heads / kv_heads
-};
-
-inline Dims to_dims(const AttentionShape& s) {
-  return {int(s.batch), int(s.seq), int(s.q_heads), int(s.kv_heads), int(s.head_dim),
-          int(s.q_heads / s.kv_heads)};
-}
+// Problem dimensions as the kernels see them (int: check_shape has checked that every
+// count fits; global offsets are computed in int64).
+using Dims = kmath::AttentionDimsOf<int>;
 
 // ---- tile shapes -----------------------------------------------------------------
 // Forward and dQ: a block owns kBr = 16 kWarps query rows (16 per warp) and streams
 // key tiles of kBc. dK/dV: a block owns kBc keys (16 per warp) and streams query
 // tiles of kBr. Shared memory per block is given by kSmem.
+//
+// The backward kernels take the streamed tile's rows (kStream) as a parameter: 64 where
+// the device's shared memory per block allows, else 32. At D = 128 the 64-row tiles
+// need 128 KiB (dQ) and 129 KiB (dK/dV), more than the 99 KiB of sm_86 and sm_89 (RTX
+// A6000, RTX 4090, RTX 6000 Ada, which run the sm_80 binary); the 32-row tiles need 96
+// and 96.5 KiB. The blocks and the order of every sum stay the same.
 template <int D>
 struct FwdTiles {
   static constexpr int kWarps = 8, kThreads = 32 * kWarps, kBr = 16 * kWarps, kBc = 64;
   static constexpr int kSmem = (kBr + 2 * kBc) * D * 2;  // Q, K, V
 };
-template <int D>
+template <int D, int kStream = 64>
 struct DqTiles {
-  static constexpr int kWarps = 8, kThreads = 32 * kWarps, kBr = 16 * kWarps, kBc = 64;
+  static constexpr int kWarps = 8, kThreads = 32 * kWarps, kBr = 16 * kWarps, kBc = kStream;
   static constexpr int kSmem = (2 * kBr + 4 * kBc) * D * 2;  // Q, dO, 2 x (K, V)
 };
-template <int D>
+template <int D, int kStream = 64>
 struct DkvTiles {
-  static constexpr int kWarps = 8, kThreads = 32 * kWarps, kBc = 16 * kWarps, kBr = 64;
+  static constexpr int kWarps = 8, kThreads = 32 * kWarps, kBc = 16 * kWarps, kBr = kStream;
   // K, V, 2 x (Q, dO), 2 x (lse, delta)
   static constexpr int kSmem = (2 * kBc + 4 * kBr) * D * 2 + 4 * kBr * 4;
 };
+
+// The smallest opt-in shared memory per block of the GPUs the kernels are built for
+// (sm_86 and sm_89; sm_80 has 163 KiB, sm_90 227 KiB): every kernel has a tile shape
+// that fits it.
+constexpr int kMinSharedPerBlock = 99 * 1024;
+static_assert(FwdTiles<128>::kSmem <= kMinSharedPerBlock, "forward tiles fit every GPU");
+static_assert(DqTiles<128, 32>::kSmem <= kMinSharedPerBlock &&
+                  DkvTiles<128, 32>::kSmem <= kMinSharedPerBlock,
+              "the backward's 32-row tiles fit every GPU");
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -195,8 +203,8 @@ __device__ __forceinline__ void store_rows_bf16(bf16* tile, int row0, const floa
 
 // ---- internal launchers -------------------------------------------------------------
 
-// Throws engine::Error unless the shape and type are ones the launchers take.
-void check_shape(const AttentionShape& s, ElemType type, const char* op);
+// Throws kernels::Error unless the shape and type are ones the launchers take.
+void check_shape(const kmath::AttentionDims& s, ElemType type, const char* op);
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 

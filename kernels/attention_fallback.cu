@@ -23,9 +23,8 @@
 // order is fixed: the results are deterministic, and S is computed by the same code in
 // every kernel (the same bits in forward and backward; with one key, P is exactly 1).
 // 4 warps per block; every sum runs in a fixed loop order, no atomics.
-#include "engine/cuda/check.h"
-#include "engine/error.h"
 #include "kernels/attention_common.cuh"
+#include "kernels/check.h"
 
 namespace kernels::attn {
 
@@ -91,13 +90,6 @@ struct QueryRow {
         i(int(r % d.seq)) {}
 };
 
-__device__ __forceinline__ int64_t q_at(const Dims& d, int b, int i, int h) {
-  return ((int64_t(b) * d.seq + i) * d.q_heads + h) * d.head_dim;
-}
-__device__ __forceinline__ int64_t kv_at(const Dims& d, int b, int j, int g) {
-  return ((int64_t(b) * d.seq + j) * d.kv_heads + g) * d.head_dim;
-}
-
 template <class E>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(typename E::S* out, float* lse, const typename E::S* q,
@@ -106,13 +98,13 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t r = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (r >= int64_t(d.batch) * d.q_heads * d.seq) return;
   const QueryRow row(r, d);
-  const int g = row.h / d.group, n = d.head_dim;
+  const int g = row.h / d.group(), n = d.head_dim;
   Vec qi, kj, vj, acc = {};
-  load_vec<E>(qi, q + q_at(d, row.b, row.i, row.h), n, lane);
+  load_vec<E>(qi, q + d.q_at(row.b, row.i, row.h), n, lane);
   kmath::OnlineSoftmax<float> st;
   for (int j = 0; j <= row.i; ++j) {
-    load_vec<E>(kj, k + kv_at(d, row.b, j, g), n, lane);
-    load_vec<E>(vj, v + kv_at(d, row.b, j, g), n, lane);
+    load_vec<E>(kj, k + d.kv_at(row.b, j, g), n, lane);
+    load_vec<E>(vj, v + d.kv_at(row.b, j, g), n, lane);
     const float s = score(qi, kj, scale);
     const float a = st.rescale(s);
     const float p = st.exp(s - st.offset());
@@ -120,7 +112,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int c = 0; c < kPerLane; ++c) acc[c] = fmaf(p, vj[c], acc[c] * a);
   }
-  store_vec<E>(out + q_at(d, row.b, row.i, row.h), acc, 1.0f / st.sum, n, lane);
+  store_vec<E>(out + d.q_at(row.b, row.i, row.h), acc, 1.0f / st.sum, n, lane);
   if (lane == 0) lse[r] = st.lse();
 }
 
@@ -134,15 +126,15 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t r = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (r >= int64_t(d.batch) * d.q_heads * d.seq) return;
   const QueryRow row(r, d);
-  const int g = row.h / d.group, n = d.head_dim;
+  const int g = row.h / d.group(), n = d.head_dim;
   Vec qi, doi, kj, vj;
-  load_vec<E>(qi, q + q_at(d, row.b, row.i, row.h), n, lane);
-  load_vec<E>(doi, dout + q_at(d, row.b, row.i, row.h), n, lane);
+  load_vec<E>(qi, q + d.q_at(row.b, row.i, row.h), n, lane);
+  load_vec<E>(doi, dout + d.q_at(row.b, row.i, row.h), n, lane);
   const float l = lse[r];
   float sum = 0.0f;
   for (int j = 0; j <= row.i; ++j) {
-    load_vec<E>(kj, k + kv_at(d, row.b, j, g), n, lane);
-    load_vec<E>(vj, v + kv_at(d, row.b, j, g), n, lane);
+    load_vec<E>(kj, k + d.kv_at(row.b, j, g), n, lane);
+    load_vec<E>(vj, v + d.kv_at(row.b, j, g), n, lane);
     const float p = expf(score(qi, kj, scale) - l);
     sum = fmaf(p, warp_dot(doi, vj), sum);
   }
@@ -159,20 +151,20 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t r = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (r >= int64_t(d.batch) * d.q_heads * d.seq) return;
   const QueryRow row(r, d);
-  const int g = row.h / d.group, n = d.head_dim;
+  const int g = row.h / d.group(), n = d.head_dim;
   Vec qi, doi, kj, vj, acc = {};
-  load_vec<E>(qi, q + q_at(d, row.b, row.i, row.h), n, lane);
-  load_vec<E>(doi, dout + q_at(d, row.b, row.i, row.h), n, lane);
+  load_vec<E>(qi, q + d.q_at(row.b, row.i, row.h), n, lane);
+  load_vec<E>(doi, dout + d.q_at(row.b, row.i, row.h), n, lane);
   const float l = lse[r], dl = delta[r];
   for (int j = 0; j <= row.i; ++j) {
-    load_vec<E>(kj, k + kv_at(d, row.b, j, g), n, lane);
-    load_vec<E>(vj, v + kv_at(d, row.b, j, g), n, lane);
+    load_vec<E>(kj, k + d.kv_at(row.b, j, g), n, lane);
+    load_vec<E>(vj, v + d.kv_at(row.b, j, g), n, lane);
     const float p = expf(score(qi, kj, scale) - l);
     const float ds = p * (warp_dot(doi, vj) - dl);
 #pragma unroll
     for (int c = 0; c < kPerLane; ++c) acc[c] = fmaf(ds, kj[c], acc[c]);
   }
-  store_vec<E>(dq + q_at(d, row.b, row.i, row.h), acc, scale, n, lane);
+  store_vec<E>(dq + d.q_at(row.b, row.i, row.h), acc, scale, n, lane);
 }
 
 // dK_j, dV_j of KV head g: the query heads of its group in order, then rows i >= j.
@@ -187,13 +179,13 @@ __global__ void __launch_bounds__(kThreads)
   const int b = int(r / (int64_t(d.kv_heads) * d.seq)), g = int(r / d.seq % d.kv_heads);
   const int j = int(r % d.seq), n = d.head_dim;
   Vec kj, vj, qi, doi, acc_k = {}, acc_v = {};
-  load_vec<E>(kj, k + kv_at(d, b, j, g), n, lane);
-  load_vec<E>(vj, v + kv_at(d, b, j, g), n, lane);
-  for (int h = g * d.group; h < (g + 1) * d.group; ++h) {
+  load_vec<E>(kj, k + d.kv_at(b, j, g), n, lane);
+  load_vec<E>(vj, v + d.kv_at(b, j, g), n, lane);
+  for (int h = g * d.group(); h < (g + 1) * d.group(); ++h) {
     const int64_t stats = (int64_t(b) * d.q_heads + h) * d.seq;
     for (int i = j; i < d.seq; ++i) {
-      load_vec<E>(qi, q + q_at(d, b, i, h), n, lane);
-      load_vec<E>(doi, dout + q_at(d, b, i, h), n, lane);
+      load_vec<E>(qi, q + d.q_at(b, i, h), n, lane);
+      load_vec<E>(doi, dout + d.q_at(b, i, h), n, lane);
       const float p = expf(score(qi, kj, scale) - lse[stats + i]);
       const float ds = p * (warp_dot(doi, vj) - delta[stats + i]);
 #pragma unroll
@@ -203,8 +195,8 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
-  store_vec<E>(dk + kv_at(d, b, j, g), acc_k, scale, n, lane);
-  store_vec<E>(dv + kv_at(d, b, j, g), acc_v, 1.0f, n, lane);
+  store_vec<E>(dk + d.kv_at(b, j, g), acc_k, scale, n, lane);
+  store_vec<E>(dv + d.kv_at(b, j, g), acc_v, 1.0f, n, lane);
 }
 
 unsigned blocks_for(int64_t rows) { return unsigned((rows + kWarps - 1) / kWarps); }

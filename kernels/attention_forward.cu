@@ -24,9 +24,8 @@
 // The rounding of P to bf16 before P V (as FlashAttention does) and of O on store are
 // the two bf16 roundings; the test derives its tolerance from them
 // (tests/engine/test_attention_cuda.cpp).
-#include "engine/cuda/check.h"
-#include "engine/error.h"
 #include "kernels/attention_common.cuh"
+#include "kernels/check.h"
 
 namespace kernels {
 
@@ -47,7 +46,7 @@ __global__ void __launch_bounds__(FwdTiles<D>::kThreads)
   bf16* sV = sK + kBc * D;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane >> 2, t = lane & 3;
-  const int b = blockIdx.x / d.q_heads, h = blockIdx.x % d.q_heads, g = h / d.group;
+  const int b = blockIdx.x / d.q_heads, h = blockIdx.x % d.q_heads, g = h / d.group();
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kBr;  // heaviest tiles first
   const int64_t q_stride = int64_t(d.q_heads) * D, kv_stride = int64_t(d.kv_heads) * D;
   const bf16* q_tile = q + (int64_t(b) * d.seq + q0) * q_stride + int64_t(h) * D;
@@ -149,7 +148,7 @@ void launch_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const b
                     const Dims& d, float scale, cudaStream_t stream) {
   using C = FwdTiles<D>;
   const int n_qt = ceil_div(d.seq, C::kBr);
-  ENGINE_CHECK(n_qt <= 65535, "attention_forward: ", d.seq, " tokens exceed the grid limit");
+  KERNELS_CHECK(n_qt <= 65535, "attention_forward: ", d.seq, " tokens exceed the grid limit");
   CUDA_CHECK(ptx::allow_dynamic_shared(forward_kernel<D>, C::kSmem));
   const dim3 grid(unsigned(d.batch) * unsigned(d.q_heads), unsigned(n_qt));
   ptx::launch(forward_kernel<D>, grid, C::kThreads, C::kSmem, stream, out, lse, q, k, v, d,
@@ -171,31 +170,31 @@ void fast_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf1
 
 // ---- public launchers ---------------------------------------------------------------
 
-void attn::check_shape(const AttentionShape& s, ElemType type, const char* op) {
-  ENGINE_CHECK(type == ElemType::F32 || type == ElemType::BF16, op,
-               ": element type must be f32 or bf16, got ", elem_type_name(type));
-  ENGINE_CHECK(s.batch >= 0 && s.seq >= 0 && s.q_heads >= 0 && s.kv_heads >= 0, op,
-               ": negative dimension");
-  ENGINE_CHECK(s.head_dim >= 1 && s.head_dim <= kAttentionMaxHeadDim, op, ": head dim ",
-               s.head_dim, " is outside 1..", kAttentionMaxHeadDim);
-  ENGINE_CHECK(s.kv_heads > 0 && s.q_heads % s.kv_heads == 0, op, ": ", s.q_heads,
-               " query heads are not a multiple of ", s.kv_heads, " KV heads");
-  ENGINE_CHECK(s.seq < (int64_t(1) << 31) && s.batch * s.q_heads < (int64_t(1) << 31) &&
-                   s.batch * s.kv_heads * s.q_heads < (int64_t(1) << 31),
-               op, ": problem too large for 32-bit tile indices");
+void attn::check_shape(const kmath::AttentionDims& s, ElemType type, const char* op) {
+  KERNELS_CHECK(type == ElemType::F32 || type == ElemType::BF16, op,
+                ": element type must be f32 or bf16, got ", elem_type_name(type));
+  KERNELS_CHECK(s.batch >= 0 && s.seq >= 0 && s.q_heads >= 0 && s.kv_heads >= 0, op,
+                ": negative dimension");
+  KERNELS_CHECK(s.head_dim >= 1 && s.head_dim <= kAttentionMaxHeadDim, op, ": head dim ",
+                s.head_dim, " is outside 1..", kAttentionMaxHeadDim);
+  KERNELS_CHECK(s.kv_heads > 0 && s.q_heads % s.kv_heads == 0, op, ": ", s.q_heads,
+                " query heads are not a multiple of ", s.kv_heads, " KV heads");
+  KERNELS_CHECK(s.seq < (int64_t(1) << 31) && s.batch * s.q_heads < (int64_t(1) << 31) &&
+                    s.batch * s.kv_heads * s.q_heads < (int64_t(1) << 31),
+                op, ": problem too large for 32-bit tile indices");
 }
 
-bool attention_fast_path(ElemType type, const AttentionShape& s) {
+bool attention_fast_path(ElemType type, const kmath::AttentionDims& s) {
   return type == ElemType::BF16 && (s.head_dim == 64 || s.head_dim == 128);
 }
 
 void attention_forward(void* out, float* lse, const void* q, const void* k, const void* v,
-                       ElemType type, const AttentionShape& s, float scale,
+                       ElemType type, const kmath::AttentionDims& s, float scale,
                        cudaStream_t stream) {
   if (s.batch == 0 || s.seq == 0 || s.q_heads == 0) return;
   attn::check_shape(s, type, "attention_forward");
-  ENGINE_CHECK(out && lse && q && k && v, "attention_forward: null pointer");
-  const attn::Dims d = attn::to_dims(s);
+  KERNELS_CHECK(out && lse && q && k && v, "attention_forward: null pointer");
+  const attn::Dims d = s.as<int>();
   if (attention_fast_path(type, s) && attn::aligned16(out) && attn::aligned16(q) &&
       attn::aligned16(k) && attn::aligned16(v))
     attn::fast_forward(static_cast<attn::bf16*>(out), lse, static_cast<const attn::bf16*>(q),

@@ -1,7 +1,7 @@
 // Cross-entropy kernels for the fused lm_head cross-entropy: the logits of one tile
 // [rows, cols] (fp32, from a cuBLASLt GEMM) are reduced to per-row softmax statistics
 // in the forward pass and turned into the logits' gradient in the backward pass. The
-// [N, V] logits never exist as a whole (engine/cuda/lm_head_loss_op.cpp walks the
+// [N, V] logits never exist as a whole (engine/cuda/lm_head_loss.cpp walks the
 // tiles).
 //
 // Math (kernels/math/cross_entropy.h, shared with the CPU reference):
@@ -27,10 +27,10 @@
 
 #include <cstdint>
 
-#include "engine/cuda/check.h"
+#include "kernels/check.h"
 #include "kernels/cross_entropy.h"
-#include "kernels/math/bf16.h"
 #include "kernels/launch_utils.cuh"
+#include "kernels/math/bf16.h"
 #include "kernels/math/cross_entropy.h"
 
 namespace kernels {
@@ -56,7 +56,8 @@ __global__ void __launch_bounds__(kThreads)
                          bool first_block, bool last_block, const int32_t* __restrict__ targets,
                          int ignore_index, float* run_max, float* run_sum, float* target_logit,
                          float* lse, float* row_loss) {
-  __shared__ float warp_m[kWarps], warp_s[kWarps];
+  KERNELS_SHARED(float[kWarps], warp_m);
+  KERNELS_SHARED(float[kWarps], warp_s);
   const int64_t row = blockIdx.x;
   const int32_t target = targets[row];
   if (!kmath::ce_counted(target, ignore_index)) {  // uniform over the block
@@ -114,7 +115,7 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void __launch_bounds__(kThreads)
     ce_mean_loss_kernel(void* out, bool out_bf16, const float* __restrict__ row_loss, int64_t n,
                         int64_t count) {
-  __shared__ double partial[kThreads];
+  KERNELS_SHARED(double[kThreads], partial);
   double sum = 0;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) sum += row_loss[i];
   sum = detail::block_sum_double<kThreads>(sum, partial);
@@ -126,9 +127,9 @@ __global__ void __launch_bounds__(kThreads)
 
 void check_tile(const char* name, const void* logits, int64_t rows, int64_t cols,
                 const int32_t* targets) {
-  ENGINE_CHECK(rows >= 0 && cols > 0, name, ": bad tile ", rows, " x ", cols);
-  ENGINE_CHECK(rows <= 0x7fffffff, name, ": ", rows, " rows exceed the grid");
-  ENGINE_CHECK(rows == 0 || (logits != nullptr && targets != nullptr), name, ": null pointer");
+  KERNELS_CHECK(rows >= 0 && cols > 0, name, ": bad tile ", rows, " x ", cols);
+  KERNELS_CHECK(rows <= 0x7fffffff, name, ": ", rows, " rows exceed the grid");
+  KERNELS_CHECK(rows == 0 || (logits != nullptr && targets != nullptr), name, ": null pointer");
 }
 
 }  // namespace
@@ -138,8 +139,8 @@ void ce_tile_stats(const float* logits, int64_t rows, int64_t cols, int64_t col_
                    float* run_max, float* run_sum, float* target_logit, float* lse,
                    float* row_loss, cudaStream_t stream) {
   check_tile("ce_tile_stats", logits, rows, cols, targets);
-  ENGINE_CHECK(rows == 0 || (run_max && run_sum && target_logit && lse && row_loss),
-               "ce_tile_stats: null state pointer");
+  KERNELS_CHECK(rows == 0 || (run_max && run_sum && target_logit && lse && row_loss),
+                "ce_tile_stats: null state pointer");
   if (rows == 0) return;
   ptx::launch(ce_tile_stats_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits, cols,
               col_offset, first_block, last_block, targets, ignore_index, run_max, run_sum,
@@ -151,10 +152,10 @@ void ce_tile_grad(float* logits, uint16_t* d_hi, uint16_t* d_lo, int64_t rows, i
                   int64_t col_offset, const int32_t* targets, int ignore_index, const float* lse,
                   const float* dloss, int64_t count, cudaStream_t stream) {
   check_tile("ce_tile_grad", logits, rows, cols, targets);
-  ENGINE_CHECK((d_hi == nullptr) == (d_lo == nullptr), "ce_tile_grad: give both hi and lo, or neither");
-  ENGINE_CHECK(count > 0 && count <= (int64_t(1) << 24), "ce_tile_grad: counted rows ", count,
-               " outside [1, 2^24] (exact in fp32)");
-  ENGINE_CHECK(rows == 0 || (lse && dloss), "ce_tile_grad: null lse or dloss");
+  KERNELS_CHECK((d_hi == nullptr) == (d_lo == nullptr), "ce_tile_grad: give both hi and lo, or neither");
+  KERNELS_CHECK(count > 0 && count <= (int64_t(1) << 24), "ce_tile_grad: counted rows ", count,
+                " outside [1, 2^24] (exact in fp32)");
+  KERNELS_CHECK(rows == 0 || (lse && dloss), "ce_tile_grad: null lse or dloss");
   if (rows == 0) return;
   ptx::launch(ce_tile_grad_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits, d_hi,
               d_lo, cols, col_offset, targets, ignore_index, lse, dloss, static_cast<float>(count));
@@ -163,10 +164,10 @@ void ce_tile_grad(float* logits, uint16_t* d_hi, uint16_t* d_lo, int64_t rows, i
 
 void ce_mean_loss(void* out, ElemType out_type, const float* row_loss, int64_t n, int64_t count,
                   cudaStream_t stream) {
-  ENGINE_CHECK(out_type == ElemType::F32 || out_type == ElemType::BF16, "ce_mean_loss: output type ",
-               elem_type_name(out_type), " is not supported (f32, bf16)");
-  ENGINE_CHECK(out != nullptr && n >= 0 && (n == 0 || row_loss != nullptr),
-               "ce_mean_loss: null pointer or negative length");
+  KERNELS_CHECK(out_type == ElemType::F32 || out_type == ElemType::BF16, "ce_mean_loss: output type ",
+                elem_type_name(out_type), " is not supported (f32, bf16)");
+  KERNELS_CHECK(out != nullptr && n >= 0 && (n == 0 || row_loss != nullptr),
+                "ce_mean_loss: null pointer or negative length");
   ptx::launch(ce_mean_loss_kernel, 1, kThreads, 0, stream, out, out_type == ElemType::BF16,
               row_loss, n, count);
   CUDA_CHECK_LAUNCH("ce_mean_loss");

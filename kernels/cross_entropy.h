@@ -1,7 +1,7 @@
 // Launchers of the cross-entropy kernels (kernels/cross_entropy.cu) behind the fused
-// lm_head cross-entropy (engine/cuda/lm_head_loss_op.cpp). Host-includable: raw device
+// lm_head cross-entropy (engine/cuda/lm_head_loss.cpp). Host-includable: raw device
 // pointers and the stream to queue on; every launcher checks its arguments and the
-// launch, throwing engine::Error. The math is kmath's (kernels/math/cross_entropy.h).
+// launch, throwing kernels::Error. The math is kmath's (kernels/math/cross_entropy.h).
 //
 // The caller walks the logits [N, V] in tiles: a tile is `rows` rows (pointers below
 // are already offset to the tile's first row) by `cols` vocabulary entries starting at

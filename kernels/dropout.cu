@@ -4,7 +4,7 @@
 //   out[i] = keep_i ? x[i] * scale : 0,   keep_i = u_i >= p,
 //   u_i = word i mod 4 of Philox4x32-10(seed, counter offset + i / 4), top 24 bits.
 // The math is kmath::dropout_apply / dropout_apply4 (kernels/math/activations.h); the
-// CPU reference (engine/cpu/activations.cpp) calls the same definition, so the mask is
+// CPU reference (engine/cpu/dropout.cpp) calls the same definition, so the mask is
 // bit-identical on CPU and GPU. The mask is a pure function of (seed, offset, i), so
 // forward and backward (and a recompute) regenerate it instead of storing it.
 //   scale = 1/(1-p)  the dropout op (forward on x, backward on the incoming gradient);
@@ -23,7 +23,7 @@
 // traffic per element can hide; the tail takes one block per element.
 #include <cstdint>
 
-#include "engine/cuda/check.h"
+#include "kernels/check.h"
 #include "kernels/dropout.h"
 #include "kernels/launch_utils.cuh"
 #include "kernels/math/activations.h"
@@ -91,17 +91,17 @@ void launch(void* out, const void* x, float p, float scale, uint64_t seed, uint6
 
 void dropout(void* out, const void* x, ElemType type, float p, float scale, uint64_t seed,
              uint64_t offset, int64_t n, cudaStream_t stream) {
-  ENGINE_CHECK(n >= 0, "dropout: negative element count ", n);
-  ENGINE_CHECK(p >= 0.0f && p < 1.0f, "dropout: p must be in [0, 1), got ", p);  // NaN fails
+  KERNELS_CHECK(n >= 0, "dropout: negative element count ", n);
+  KERNELS_CHECK(p >= 0.0f && p < 1.0f, "dropout: p must be in [0, 1), got ", p);  // NaN fails
   if (n == 0) return;
-  ENGINE_CHECK(out != nullptr && x != nullptr, "dropout: null pointer");
+  KERNELS_CHECK(out != nullptr && x != nullptr, "dropout: null pointer");
   switch (type) {
     case ElemType::F32: launch<detail::F32T>(out, x, p, scale, seed, offset, n, stream); return;
     case ElemType::BF16: launch<detail::BF16ExactT>(out, x, p, scale, seed, offset, n, stream); return;
     default: break;
   }
-  ENGINE_CHECK(false, "dropout: element type ", elem_type_name(type),
-               " is not supported (f32, bf16)");
+  KERNELS_CHECK(false, "dropout: element type ", elem_type_name(type),
+                " is not supported (f32, bf16)");
 }
 
 }  // namespace kernels

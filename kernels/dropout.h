@@ -1,5 +1,5 @@
 // Launcher for the dropout kernel (kernels/dropout.cu). Host-includable: raw device
-// pointers, an element count n, and the stream to queue on. Throws engine::Error on a
+// pointers, an element count n, and the stream to queue on. Throws kernels::Error on a
 // bad argument or a failed launch; n == 0 queues nothing.
 #pragma once
 #include <cuda_runtime_api.h>

@@ -28,7 +28,7 @@
 
 #include <cstdint>
 
-#include "engine/cuda/check.h"
+#include "kernels/check.h"
 #include "kernels/elementwise.h"
 #include "kernels/launch_utils.cuh"
 #include "kernels/math/activations.h"
@@ -76,7 +76,7 @@ union Pack {
 unsigned grid_for(int64_t work) { return capped_grid(work, kThreads, kBlocksPerSm); }
 
 void check_count(const char* name, int64_t n) {
-  ENGINE_CHECK(n >= 0, name, ": negative element count ", n);
+  KERNELS_CHECK(n >= 0, name, ": negative element count ", n);
 }
 
 // ---- the generic map kernel -----------------------------------------------------
@@ -129,11 +129,11 @@ void launch_map(const char* name, const MapArgs<NIN, NOUT>& args, F f, int64_t n
   constexpr int V = 16 / sizeof(typename Ty::S);
   bool packed = true;
   for (int k = 0; k < NIN; ++k) {
-    ENGINE_CHECK(args.in[k] != nullptr, name, ": input ", k, " is null");
+    KERNELS_CHECK(args.in[k] != nullptr, name, ": input ", k, " is null");
     packed = packed && aligned(args.in[k], 16);
   }
   for (int k = 0; k < NOUT; ++k) {
-    ENGINE_CHECK(args.out[k] != nullptr, name, ": output ", k, " is null");
+    KERNELS_CHECK(args.out[k] != nullptr, name, ": output ", k, " is null");
     packed = packed && aligned(args.out[k], 16);
   }
   int64_t n_packs = packed ? n / V : 0;
@@ -154,7 +154,7 @@ void launch_arith(const char* name, ElemType type, const MapArgs<NIN, NOUT>& arg
     case ElemType::BF16: launch_map<BF16T>(name, args, f, n, stream); return;
     default: break;
   }
-  ENGINE_CHECK(false, name, ": element type ", elem_type_name(type), " is not supported (f32, bf16)");
+  KERNELS_CHECK(false, name, ": element type ", elem_type_name(type), " is not supported (f32, bf16)");
 }
 
 // ---- per-element functions ------------------------------------------------------
@@ -228,7 +228,7 @@ void convert_from(void* dst, ElemType dst_type, const void* src, int64_t n, cuda
     case ElemType::BF16: launch_convert<SrcT, BF16ExactT>(dst, src, n, stream); return;
     case ElemType::F16: launch_convert<SrcT, F16T>(dst, src, n, stream); return;
   }
-  ENGINE_CHECK(false, "convert: unknown destination type ", static_cast<int>(dst_type));
+  KERNELS_CHECK(false, "convert: unknown destination type ", static_cast<int>(dst_type));
 }
 
 // ---- fills ----------------------------------------------------------------------
@@ -315,7 +315,7 @@ void swiglu_forward(void* y, const void* gate, const void* up, ElemType type, in
 
 void swiglu_backward(void* dgate, void* dup, const void* dy, const void* gate, const void* up,
                      ElemType type, int64_t n, cudaStream_t stream) {
-  ENGINE_CHECK(dgate != dup || n == 0, "swiglu_backward: dgate and dup are the same buffer");
+  KERNELS_CHECK(dgate != dup || n == 0, "swiglu_backward: dgate and dup are the same buffer");
   launch_arith("swiglu_backward", type, MapArgs<3, 2>{{dy, gate, up}, {dgate, dup}},
                SwigluGradFn{}, n, stream);
 }
@@ -324,7 +324,7 @@ void convert(void* dst, ElemType dst_type, const void* src, ElemType src_type, i
              cudaStream_t stream) {
   check_count("convert", n);
   if (n == 0) return;
-  ENGINE_CHECK(dst != nullptr && src != nullptr, "convert: null pointer");
+  KERNELS_CHECK(dst != nullptr && src != nullptr, "convert: null pointer");
   if (dst_type == src_type) {
     size_t bytes = static_cast<size_t>(n) * (src_type == ElemType::F32 ? 4 : 2);
     if (dst != src) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
@@ -335,13 +335,13 @@ void convert(void* dst, ElemType dst_type, const void* src, ElemType src_type, i
     case ElemType::BF16: convert_from<BF16T>(dst, dst_type, src, n, stream); return;
     case ElemType::F16: convert_from<F16T>(dst, dst_type, src, n, stream); return;
   }
-  ENGINE_CHECK(false, "convert: unknown source type ", static_cast<int>(src_type));
+  KERNELS_CHECK(false, "convert: unknown source type ", static_cast<int>(src_type));
 }
 
 void fill(void* dst, ElemType type, float value, int64_t n, cudaStream_t stream) {
   check_count("fill", n);
   if (n == 0) return;
-  ENGINE_CHECK(dst != nullptr, "fill: null pointer");
+  KERNELS_CHECK(dst != nullptr, "fill: null pointer");
   switch (type) {
     case ElemType::F32: launch_fill_bits<uint32_t>(dst, kmath::float_to_bits(value), n, stream); return;
     case ElemType::BF16:
@@ -351,13 +351,13 @@ void fill(void* dst, ElemType type, float value, int64_t n, cudaStream_t stream)
       launch_fill_bits<uint16_t>(dst, __half_as_ushort(__float2half_rn(value)), n, stream);
       return;
   }
-  ENGINE_CHECK(false, "fill: unknown element type ", static_cast<int>(type));
+  KERNELS_CHECK(false, "fill: unknown element type ", static_cast<int>(type));
 }
 
 void fill_u32(void* dst, uint32_t bits, int64_t n, cudaStream_t stream) {
   check_count("fill_u32", n);
   if (n == 0) return;
-  ENGINE_CHECK(dst != nullptr, "fill_u32: null pointer");
+  KERNELS_CHECK(dst != nullptr, "fill_u32: null pointer");
   launch_fill_bits<uint32_t>(dst, bits, n, stream);
 }
 
@@ -365,7 +365,7 @@ void philox_fill(void* dst, ElemType type, bool normal, float a, float b, uint64
                  uint64_t offset, int64_t n, cudaStream_t stream) {
   check_count("philox_fill", n);
   if (n == 0) return;
-  ENGINE_CHECK(dst != nullptr, "philox_fill: null pointer");
+  KERNELS_CHECK(dst != nullptr, "philox_fill: null pointer");
   unsigned grid = grid_for(n);
   switch (type) {
     case ElemType::F32:
@@ -380,7 +380,7 @@ void philox_fill(void* dst, ElemType type, bool normal, float a, float b, uint64
       return;
     default: break;
   }
-  ENGINE_CHECK(false, "philox_fill: element type ", elem_type_name(type), " is not supported (f32, bf16)");
+  KERNELS_CHECK(false, "philox_fill: element type ", elem_type_name(type), " is not supported (f32, bf16)");
 }
 
 }  // namespace kernels

@@ -1,6 +1,6 @@
 // Launchers for the elementwise kernels (kernels/elementwise.cu). Host-includable:
 // raw device pointers, an element count n, and the stream to queue on. Every
-// launcher checks its preconditions and the launch, throwing engine::Error; n == 0
+// launcher checks its preconditions and the launch, throwing kernels::Error; n == 0
 // queues nothing. Outputs may alias inputs of the same dtype exactly (out == a), not
 // partially.
 #pragma once

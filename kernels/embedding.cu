@@ -30,7 +30,7 @@
 #include <cub/device/device_radix_sort.cuh>
 #endif
 
-#include "engine/cuda/check.h"
+#include "kernels/check.h"
 #include "kernels/embedding.h"
 #include "kernels/launch_utils.cuh"
 
@@ -98,8 +98,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 size_t elem_bytes(ElemType type) { return type == ElemType::F32 ? 4 : 2; }
 
 void check_type(const char* name, ElemType type) {
-  ENGINE_CHECK(type == ElemType::F32 || type == ElemType::BF16, name, ": element type ",
-               elem_type_name(type), " is not supported (f32, bf16)");
+  KERNELS_CHECK(type == ElemType::F32 || type == ElemType::BF16, name, ": element type ",
+                elem_type_name(type), " is not supported (f32, bf16)");
 }
 
 int key_bits(int64_t vocab) {
@@ -161,7 +161,7 @@ template <class Ty, int V>
 void launch_segments(void* dtable, const void* dout, const uint32_t* keys, const int32_t* pos,
                      int64_t n, int64_t vocab, int64_t d, cudaStream_t stream) {
   const int64_t tiles = (d + 32 * V - 1) / (32 * V);
-  ENGINE_CHECK(tiles <= 65535, "embedding_backward: width ", d, " is too large");
+  KERNELS_CHECK(tiles <= 65535, "embedding_backward: width ", d, " is too large");
   const dim3 grid(static_cast<unsigned>((n + kWarpsPerBlock - 1) / kWarpsPerBlock),
                   static_cast<unsigned>(tiles));
   ptx::launch(segment_sum_kernel<Ty, V>, grid, kWarpsPerBlock * 32, 0, stream,
@@ -184,12 +184,12 @@ void embedding_forward(void* out, const int32_t* ids, const void* table, ElemTyp
                        int64_t vocab, int64_t d, uint64_t* status, cudaStream_t stream) {
   detail::LaunchRange range("embedding");
   check_type("embedding_forward", type);
-  ENGINE_CHECK(n >= 0 && n < (int64_t(1) << 31) && vocab > 0 && d > 0,
-               "embedding_forward: bad sizes n ", n, ", vocab ", vocab, ", d ", d);
-  ENGINE_CHECK(status != nullptr, "embedding_forward: null status word");
+  KERNELS_CHECK(n >= 0 && n < (int64_t(1) << 31) && vocab > 0 && d > 0,
+                "embedding_forward: bad sizes n ", n, ", vocab ", vocab, ", d ", d);
+  KERNELS_CHECK(status != nullptr, "embedding_forward: null status word");
   CUDA_CHECK(cudaMemsetAsync(status, 0xff, sizeof(uint64_t), stream));
   if (n == 0) return;
-  ENGINE_CHECK(out && ids && table, "embedding_forward: null pointer");
+  KERNELS_CHECK(out && ids && table, "embedding_forward: null pointer");
   const size_t row_bytes = static_cast<size_t>(d) * elem_bytes(type);
   const unsigned grid = static_cast<unsigned>(n);
   auto status_ull = reinterpret_cast<unsigned long long*>(status);
@@ -207,8 +207,8 @@ void embedding_forward(void* out, const int32_t* ids, const void* table, ElemTyp
 }
 
 size_t embedding_backward_workspace_bytes(int64_t n, int64_t vocab) {
-  ENGINE_CHECK(n >= 0 && n < (int64_t(1) << 31) && vocab > 0,
-               "embedding_backward: bad sizes n ", n, ", vocab ", vocab);
+  KERNELS_CHECK(n >= 0 && n < (int64_t(1) << 31) && vocab > 0,
+                "embedding_backward: bad sizes n ", n, ", vocab ", vocab);
   return n == 0 ? 0 : layout(n, vocab).total;
 }
 
@@ -217,16 +217,16 @@ void embedding_backward(void* dtable, const void* dout, const int32_t* ids, Elem
                         size_t workspace_bytes, cudaStream_t stream) {
   detail::LaunchRange range("embedding_backward");
   check_type("embedding_backward", type);
-  ENGINE_CHECK(n >= 0 && n < (int64_t(1) << 31) && vocab > 0 && d > 0,
-               "embedding_backward: bad sizes n ", n, ", vocab ", vocab, ", d ", d);
-  ENGINE_CHECK(dtable != nullptr, "embedding_backward: null dtable");
+  KERNELS_CHECK(n >= 0 && n < (int64_t(1) << 31) && vocab > 0 && d > 0,
+                "embedding_backward: bad sizes n ", n, ", vocab ", vocab, ", d ", d);
+  KERNELS_CHECK(dtable != nullptr, "embedding_backward: null dtable");
   CUDA_CHECK(cudaMemsetAsync(dtable, 0, static_cast<size_t>(vocab * d) * elem_bytes(type), stream));
   if (n == 0) return;
-  ENGINE_CHECK(dout && ids, "embedding_backward: null input pointer");
+  KERNELS_CHECK(dout && ids, "embedding_backward: null input pointer");
   const Workspace w = layout(n, vocab);
-  ENGINE_CHECK(workspace != nullptr && workspace_bytes >= w.total && detail::aligned(workspace, 256),
-               "embedding_backward: workspace of ", workspace_bytes, " bytes (256-aligned) needed ",
-               w.total);
+  KERNELS_CHECK(workspace != nullptr && workspace_bytes >= w.total && detail::aligned(workspace, 256),
+                "embedding_backward: workspace of ", workspace_bytes, " bytes (256-aligned) needed ",
+                w.total);
   char* base = static_cast<char*>(workspace);
   auto* keys_out = reinterpret_cast<uint32_t*>(base + w.keys_out);
   auto* pos_in = reinterpret_cast<int32_t*>(base + w.pos_in);

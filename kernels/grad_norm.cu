@@ -14,7 +14,7 @@
 // kernel is memory bound. Double adds cost nothing at that rate on A100 and H100.
 #include <vector>
 
-#include "engine/cuda/check.h"
+#include "kernels/check.h"
 #include "kernels/grad_norm.h"
 #include "kernels/launch_utils.cuh"
 
@@ -38,7 +38,7 @@ __device__ __forceinline__ double square(float v) { return double(v) * double(v)
 __global__ void __launch_bounds__(kThreads)
     chunk_squares_kernel(double* partial, const Desc* __restrict__ descs, int num,
                          int64_t chunks) {
-  __shared__ double red[kThreads];
+  KERNELS_SHARED(double[kThreads], red);
   for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
     const Desc d = descs[detail::chunk_owner(descs, num, c)];
     const int64_t begin = (c - d.first_chunk) * kChunk;
@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(kThreads)
 
 __global__ void __launch_bounds__(kThreads)
     total_kernel(double* result, const double* __restrict__ partial, int64_t chunks) {
-  __shared__ double red[kThreads];
+  KERNELS_SHARED(double[kThreads], red);
   double sum = 0;
   for (int64_t c = threadIdx.x; c < chunks; c += kThreads) sum += partial[c];
   sum = detail::block_sum_double<kThreads>(sum, red);
@@ -80,18 +80,18 @@ size_t sum_squares_workspace_bytes(const SquaresTensor* tensors, int num_tensors
 void sum_squares(const SquaresTensor* tensors, int num_tensors, double* result, void* workspace,
                  size_t workspace_bytes, cudaStream_t stream) {
   detail::LaunchRange range("sum_squares");
-  ENGINE_CHECK(num_tensors >= 0 && (num_tensors == 0 || tensors != nullptr),
-               "sum_squares: bad tensor list");
-  ENGINE_CHECK(result != nullptr, "sum_squares: null result");
+  KERNELS_CHECK(num_tensors >= 0 && (num_tensors == 0 || tensors != nullptr),
+                "sum_squares: bad tensor list");
+  KERNELS_CHECK(result != nullptr, "sum_squares: null result");
   std::vector<Desc> table;
   int64_t chunks = 0;
   for (int i = 0; i < num_tensors; ++i) {
     const SquaresTensor& t = tensors[i];
-    ENGINE_CHECK(t.numel >= 0, "sum_squares: tensor ", i, " has negative numel ", t.numel);
-    ENGINE_CHECK(t.type == ElemType::F32 || t.type == ElemType::BF16, "sum_squares: tensor ", i,
-                 " is ", elem_type_name(t.type), " (f32, bf16)");
+    KERNELS_CHECK(t.numel >= 0, "sum_squares: tensor ", i, " has negative numel ", t.numel);
+    KERNELS_CHECK(t.type == ElemType::F32 || t.type == ElemType::BF16, "sum_squares: tensor ", i,
+                  " is ", elem_type_name(t.type), " (f32, bf16)");
     if (t.numel == 0) continue;
-    ENGINE_CHECK(t.data != nullptr, "sum_squares: tensor ", i, " has a null pointer");
+    KERNELS_CHECK(t.data != nullptr, "sum_squares: tensor ", i, " has a null pointer");
     table.push_back(Desc{t.data, t.numel, chunks, t.type == ElemType::BF16 ? 1 : 0});
     chunks += (t.numel + kChunk - 1) / kChunk;
   }
@@ -101,9 +101,9 @@ void sum_squares(const SquaresTensor* tensors, int num_tensors, double* result, 
   }
   const size_t table_bytes = align_up(table.size() * sizeof(Desc), 16);
   const size_t needed = table_bytes + static_cast<size_t>(chunks) * sizeof(double);
-  ENGINE_CHECK(workspace != nullptr && workspace_bytes >= needed && detail::aligned(workspace, 16),
-               "sum_squares: workspace of ", workspace_bytes, " bytes (16-aligned) needed ",
-               needed);
+  KERNELS_CHECK(workspace != nullptr && workspace_bytes >= needed && detail::aligned(workspace, 16),
+                "sum_squares: workspace of ", workspace_bytes, " bytes (16-aligned) needed ",
+                needed);
   auto* descs = static_cast<Desc*>(workspace);
   auto* partial = reinterpret_cast<double*>(static_cast<char*>(workspace) + table_bytes);
   // From pageable memory: returns once `table` is staged, so it may go out of scope.

@@ -4,12 +4,13 @@
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
-#include <nvtx3/nvToolsExt.h>
 
+#include <atomic>
 #include <cstdint>
 
-#include "engine/cuda/check.h"
+#include "kernels/check.h"
 #include "kernels/math/bf16.h"
+#include "kernels/nvtx.h"
 #include "kernels/ptx.cuh"
 
 namespace kernels::detail {
@@ -50,6 +51,23 @@ inline int sm_count() {
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   return sms;
+}
+
+// The current device's opt-in limit of shared memory per block (what a kernel may be
+// allowed with cudaFuncSetAttribute): 163 KiB on sm_80, 99 KiB on sm_86 and sm_89,
+// 227 KiB on sm_90. Queried once per device; launchers size their tiles by it.
+inline int max_shared_per_block() {
+  constexpr int kDevices = 64;
+  static std::atomic<int> known[kDevices] = {};  // 0: not queried yet
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  const bool cached = device >= 0 && device < kDevices;
+  int bytes = cached ? known[device].load(std::memory_order_relaxed) : 0;
+  if (bytes == 0) {
+    CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    if (cached) known[device].store(bytes, std::memory_order_relaxed);
+  }
+  return bytes;
 }
 
 // Blocks for `work` items of `threads` each: enough to cover it, at most
@@ -122,28 +140,7 @@ __device__ __forceinline__ double block_sum_double(double v, double* smem) {
 
 // ---- NVTX --------------------------------------------------------------------------
 
-// A range in the engine's "qlora" domain (the same name engine/nvtx.cpp registers;
-// profilers group ranges by domain name) around a launcher, named after its op.
-// Header-only so that kernels/ does not depend on the engine library.
-class LaunchRange {
- public:
-  explicit LaunchRange(const char* name) {
-    nvtxEventAttributes_t attr{};
-    attr.version = NVTX_VERSION;
-    attr.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
-    attr.messageType = NVTX_MESSAGE_TYPE_ASCII;
-    attr.message.ascii = name;
-    nvtxDomainRangePushEx(domain(), &attr);
-  }
-  ~LaunchRange() { nvtxDomainRangePop(domain()); }
-  LaunchRange(const LaunchRange&) = delete;
-  LaunchRange& operator=(const LaunchRange&) = delete;
-
- private:
-  static nvtxDomainHandle_t domain() {
-    static nvtxDomainHandle_t handle = nvtxDomainCreateA("qlora");
-    return handle;
-  }
-};
+// The range every launcher opens, named after its op, in the engine's one domain.
+using LaunchRange = ::kernels::nvtx::Range;
 
 }  // namespace kernels::detail

@@ -87,10 +87,10 @@ __device__ __forceinline__ float mean_to_float(double sum, int64_t n) {
 
 __global__ void __launch_bounds__(kOffsetThreads)
     offset_kernel(const float* absmax, int64_t n, float* offset, bool sequential_only) {
-  __shared__ double warp_sums[kOffsetThreads / 32];
-  __shared__ int warp_keys[kOffsetThreads / 32];
-  __shared__ int parallel_is_exact;
-  __shared__ float tile[kOffsetTile];
+  KERNELS_SHARED(double[kOffsetThreads / 32], warp_sums);
+  KERNELS_SHARED(int[kOffsetThreads / 32], warp_keys);
+  KERNELS_SHARED(int, parallel_is_exact);
+  KERNELS_SHARED(float[kOffsetTile], tile);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
   if (!sequential_only) {
@@ -141,8 +141,8 @@ __global__ void __launch_bounds__(kOffsetThreads)
 __global__ void __launch_bounds__(kNestedThreads)
     nested_kernel(const float* absmax, int64_t n, const float* offset, uint8_t* q,
                   float* nested) {
-  __shared__ float map[kmath::kDynamicMapSize];
-  __shared__ float warp_max[kNestedThreads / 32];
+  KERNELS_SHARED(float[kmath::kDynamicMapSize], map);
+  KERNELS_SHARED(float[kNestedThreads / 32], warp_max);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   map[tid] = kmath::dynamic_map_value(tid);
   const float off = *offset;
@@ -170,9 +170,9 @@ __global__ void __launch_bounds__(kDequantThreads)
   constexpr int kWarps = kDequantThreads / 32;
   constexpr int kValuesPerStore = kBf16 ? 8 : 4;  // one 16-byte store
   constexpr int kStores = kDequantTileValues / kValuesPerStore / 32;
-  __shared__ float lut[kmath::kNf4Codes];
-  __shared__ float map[kmath::kDynamicMapSize];
-  __shared__ __align__(16) uint32_t stage[kWarps][kDequantTileBytes / 4];
+  KERNELS_SHARED(float[kmath::kNf4Codes], lut);
+  KERNELS_SHARED(float[kmath::kDynamicMapSize], map);
+  KERNELS_SHARED(uint32_t[kWarps][kDequantTileBytes / 4], stage);
   load_tables(lut, map, s.absmax_q != nullptr);
   __syncthreads();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -225,9 +225,9 @@ __global__ void __launch_bounds__(kDequantThreads)
 
 void nf4_quantize(const void* x, ElemType x_type, int64_t n, uint8_t* packed, float* absmax,
                   cudaStream_t stream) {
-  ENGINE_CHECK(n >= 0, "nf4_quantize: negative element count ", n);
+  KERNELS_CHECK(n >= 0, "nf4_quantize: negative element count ", n);
   if (n == 0) return;
-  ENGINE_CHECK(x != nullptr && packed != nullptr && absmax != nullptr, "nf4_quantize: null pointer");
+  KERNELS_CHECK(x != nullptr && packed != nullptr && absmax != nullptr, "nf4_quantize: null pointer");
   const int64_t blocks = nf4::ceil_div(n, kmath::kNf4Block);
   const unsigned grid = capped_grid(nf4::ceil_div(blocks, kQuantWarps));
   switch (x_type) {
@@ -240,22 +240,22 @@ void nf4_quantize(const void* x, ElemType x_type, int64_t n, uint8_t* packed, fl
                   static_cast<const uint16_t*>(x), n, blocks, packed, absmax);
       break;
     default:
-      ENGINE_CHECK(false, "nf4_quantize: input type ", elem_type_name(x_type),
-                   " is not supported (f32, bf16)");
+      KERNELS_CHECK(false, "nf4_quantize: input type ", elem_type_name(x_type),
+                    " is not supported (f32, bf16)");
   }
   CUDA_CHECK_LAUNCH("nf4_quantize");
 }
 
 void nf4_double_quantize(const float* absmax, int64_t blocks, float* offset, uint8_t* absmax_q,
                          float* nested, cudaStream_t stream, Nf4OffsetSum sum) {
-  ENGINE_CHECK(blocks > 0, "nf4_double_quantize: needs at least one block, got ", blocks);
-  ENGINE_CHECK(absmax != nullptr && offset != nullptr && absmax_q != nullptr && nested != nullptr,
-               "nf4_double_quantize: null pointer");
+  KERNELS_CHECK(blocks > 0, "nf4_double_quantize: needs at least one block, got ", blocks);
+  KERNELS_CHECK(absmax != nullptr && offset != nullptr && absmax_q != nullptr && nested != nullptr,
+                "nf4_double_quantize: null pointer");
   ptx::launch(offset_kernel, 1, kOffsetThreads, 0, stream, absmax, blocks, offset,
               sum == Nf4OffsetSum::Sequential);
   CUDA_CHECK_LAUNCH("nf4_double_quantize (offset)");
   const int64_t nested_blocks = nf4::ceil_div(blocks, kmath::kNestedBlock);
-  ENGINE_CHECK(nested_blocks <= 0x7fffffff, "nf4_double_quantize: ", blocks, " blocks is too many");
+  KERNELS_CHECK(nested_blocks <= 0x7fffffff, "nf4_double_quantize: ", blocks, " blocks is too many");
   ptx::launch(nested_kernel, static_cast<unsigned>(nested_blocks), kNestedThreads, 0, stream,
               absmax, blocks, offset, absmax_q, nested);
   CUDA_CHECK_LAUNCH("nf4_double_quantize (nested)");
@@ -263,12 +263,12 @@ void nf4_double_quantize(const float* absmax, int64_t blocks, float* offset, uin
 
 void nf4_dequantize(void* out, ElemType out_type, const uint8_t* packed, const Nf4Scales& scales,
                     int64_t n, cudaStream_t stream) {
-  ENGINE_CHECK(n >= 0, "nf4_dequantize: negative element count ", n);
+  KERNELS_CHECK(n >= 0, "nf4_dequantize: negative element count ", n);
   if (n == 0) return;
-  ENGINE_CHECK(out != nullptr && packed != nullptr, "nf4_dequantize: null pointer");
+  KERNELS_CHECK(out != nullptr && packed != nullptr, "nf4_dequantize: null pointer");
   check_scales("nf4_dequantize", scales);
-  ENGINE_CHECK(out_type == ElemType::BF16 || out_type == ElemType::F32, "nf4_dequantize: output type ",
-               elem_type_name(out_type), " is not supported (bf16, f32)");
+  KERNELS_CHECK(out_type == ElemType::BF16 || out_type == ElemType::F32, "nf4_dequantize: output type ",
+                elem_type_name(out_type), " is not supported (bf16, f32)");
   const int64_t tiles = aligned16(packed) && aligned16(out) ? n / kDequantTileValues : 0;
   const int64_t tail = n - tiles * kDequantTileValues;
   const int64_t warps = kDequantThreads / 32;

@@ -1,7 +1,7 @@
 // NF4 kernels: quantize and dequantize (kernels/nf4.cu), and the direct few-token
 // matmul (kernels/nf4_matmul.cu).
 // Host-includable launchers over raw device pointers, queued on `stream`; each checks its
-// preconditions and the launch and throws engine::Error. The format is bitsandbytes' nf4
+// preconditions and the launch and throws kernels::Error. The format is bitsandbytes' nf4
 // (kernels/math/nf4.h, engine/quant/nf4.h):
 //
 //   W, n values flattened row-major, blocks of 64:  absmax_b = max |x| over block b

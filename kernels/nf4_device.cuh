@@ -7,11 +7,11 @@
 
 #include <cstdint>
 
-#include "engine/cuda/check.h"
+#include "kernels/check.h"
+#include "kernels/launch_utils.cuh"
 #include "kernels/math/bf16.h"
 #include "kernels/math/nf4.h"
 #include "kernels/nf4.h"
-#include "kernels/launch_utils.cuh"
 #include "kernels/nf4_layout.h"
 
 namespace kernels::nf4_detail {
@@ -97,9 +97,9 @@ __device__ __forceinline__ float block_scale(const Nf4Scales& s, const float* ma
 
 inline void check_scales(const char* name, const Nf4Scales& s) {
   if (s.absmax_q != nullptr)
-    ENGINE_CHECK(s.nested != nullptr, name, ": double-quantized scales without nested absmax");
+    KERNELS_CHECK(s.nested != nullptr, name, ": double-quantized scales without nested absmax");
   else
-    ENGINE_CHECK(s.absmax != nullptr, name, ": no scales (absmax_q and absmax are both null)");
+    KERNELS_CHECK(s.absmax != nullptr, name, ": no scales (absmax_q and absmax are both null)");
 }
 
 }  // namespace kernels::nf4_detail

@@ -56,9 +56,9 @@ __global__ void __launch_bounds__(kMatmulThreads)
                       Nf4Scales s, int m, int64_t n, int64_t k, int64_t chunks, int splits) {
   constexpr int kRows = MT * kMmaM;
   constexpr int kXsElems = kRows * kXsRowStride;
-  __shared__ float lut[kmath::kNf4Codes];
-  __shared__ float map[kmath::kDynamicMapSize];
-  __shared__ __align__(16) uint16_t xs[2][kXsElems];
+  KERNELS_SHARED(float[kmath::kNf4Codes], lut);
+  KERNELS_SHARED(float[kmath::kDynamicMapSize], map);
+  KERNELS_SHARED(uint16_t[2][kXsElems], xs);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const bool dq = s.absmax_q != nullptr;
@@ -203,8 +203,8 @@ __global__ void __launch_bounds__(kGenericWarps * 32)
     matmul_generic_kernel(uint16_t* y, const uint16_t* x, const uint8_t* w, Nf4Scales s, int m,
                           int64_t n, int64_t k) {
   constexpr int kRows = MT * kMmaM;
-  __shared__ float lut[kmath::kNf4Codes];
-  __shared__ float map[kmath::kDynamicMapSize];
+  KERNELS_SHARED(float[kmath::kNf4Codes], lut);
+  KERNELS_SHARED(float[kmath::kDynamicMapSize], map);
   load_tables(lut, map, s.absmax_q != nullptr);
   __syncthreads();
   const int lane = threadIdx.x & 31;
@@ -243,7 +243,7 @@ void launch_matmul(const nf4::MatmulPlan& p, uint16_t* y, float* partial, const 
     return;
   }
   constexpr int NT = MT <= 2 ? 4 : 2;
-  ENGINE_CHECK(p.n_tiles_per_warp == NT, "nf4_matmul_small_m: plan and kernel disagree on NT");
+  KERNELS_CHECK(p.n_tiles_per_warp == NT, "nf4_matmul_small_m: plan and kernel disagree on NT");
   const dim3 grid(static_cast<unsigned>(p.n_blocks), static_cast<unsigned>(p.splits));
   ptx::launch(matmul_mma_kernel<MT, NT>, grid, kMatmulThreads, 0, stream, y, partial, x, w, s, m, n,
               k, p.chunks, p.splits);
@@ -265,24 +265,24 @@ size_t nf4_matmul_small_m_workspace_bytes(int64_t m, int64_t n, int64_t k) {
 void nf4_matmul_small_m(void* y, const void* x, const uint8_t* packed, const Nf4Scales& scales,
                         int64_t m, int64_t n, int64_t k, void* workspace, size_t workspace_bytes,
                         cudaStream_t stream) {
-  ENGINE_CHECK(m >= 0 && m <= nf4::kMaxSmallM, "nf4_matmul_small_m: m = ", m, " is outside [0, ",
-               nf4::kMaxSmallM, "]");
-  ENGINE_CHECK(n >= 0 && k >= 0, "nf4_matmul_small_m: negative size n = ", n, ", k = ", k);
+  KERNELS_CHECK(m >= 0 && m <= nf4::kMaxSmallM, "nf4_matmul_small_m: m = ", m, " is outside [0, ",
+                nf4::kMaxSmallM, "]");
+  KERNELS_CHECK(n >= 0 && k >= 0, "nf4_matmul_small_m: negative size n = ", n, ", k = ", k);
   if (m == 0 || n == 0) return;
-  ENGINE_CHECK(y != nullptr, "nf4_matmul_small_m: null output");
+  KERNELS_CHECK(y != nullptr, "nf4_matmul_small_m: null output");
   if (k == 0) {  // an empty sum
     CUDA_CHECK(cudaMemsetAsync(y, 0, static_cast<size_t>(m * n) * sizeof(uint16_t), stream));
     return;
   }
-  ENGINE_CHECK(x != nullptr && packed != nullptr, "nf4_matmul_small_m: null input");
+  KERNELS_CHECK(x != nullptr && packed != nullptr, "nf4_matmul_small_m: null input");
   check_scales("nf4_matmul_small_m", scales);
   const nf4::MatmulPlan p = nf4::matmul_plan(m, n, k, aligned16(x) && aligned16(packed));
-  ENGINE_CHECK(p.n_blocks <= 0x7fffffff, "nf4_matmul_small_m: n = ", n, " is too large");
+  KERNELS_CHECK(p.n_blocks <= 0x7fffffff, "nf4_matmul_small_m: n = ", n, " is too large");
   float* partial = nullptr;
   if (p.tensor_cores && p.splits > 1) {
-    ENGINE_CHECK(workspace != nullptr && workspace_bytes >= p.workspace_bytes,
-                 "nf4_matmul_small_m: needs a workspace of ", p.workspace_bytes, " bytes, got ",
-                 workspace == nullptr ? 0 : workspace_bytes);
+    KERNELS_CHECK(workspace != nullptr && workspace_bytes >= p.workspace_bytes,
+                  "nf4_matmul_small_m: needs a workspace of ", p.workspace_bytes, " bytes, got ",
+                  workspace == nullptr ? 0 : workspace_bytes);
     partial = static_cast<float*>(workspace);
   }
   auto* yo = static_cast<uint16_t*>(y);

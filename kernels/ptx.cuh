@@ -1,5 +1,5 @@
 // The only hardware-specific device code of the kernels: inline-PTX wrappers (cp.async,
-// ldmatrix, mma.sync, cvt), the dynamic shared-memory declaration and the launch helper.
+// ldmatrix, mma.sync, cvt), the shared-memory declarations and the launch helper.
 //
 // Two implementations of one contract:
 //   nvcc (real GPUs, sm_80 and sm_90): the PTX instructions themselves.
@@ -25,6 +25,15 @@
 #include <utility>
 
 namespace kernels::ptx {
+
+// Shared memory, in both implementations:
+//   KERNELS_SHARED(float[33], red);      a static variable: __shared__ float red[33]
+//   KERNELS_DYNAMIC_SHARED(float, acc);  the launch's dynamic shared memory, as float*
+// Both are at least 16-byte aligned (cp.async and ldmatrix need it). The type, extents
+// included, is an argument of its own so that the emulator can give every block a fresh,
+// poisoned object of it, as uninitialized as shared memory is on a GPU.
+template <class T>
+using SharedStorage = T;
 
 #if defined(KERNELS_SIMT)
 
@@ -54,6 +63,13 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 }
 
 #define KERNELS_DYNAMIC_SHARED(type, name) type* const name = reinterpret_cast<type*>(::simt::dynamic_shared())
+// The address of the function-static key identifies the declaration (and the template
+// instance); the emulator returns the current block's object for it.
+#define KERNELS_SHARED(type, name)                                   \
+  static char name##_simt_key;                                       \
+  using name##_simt_type = ::kernels::ptx::SharedStorage<type>;      \
+  name##_simt_type& name = *static_cast<name##_simt_type*>(          \
+      ::simt::static_shared(&name##_simt_key, sizeof(name##_simt_type)))
 
 // kernel<<<grid, block, smem, stream>>>(args...), run by the emulator.
 template <class... Params, class... Args>
@@ -123,6 +139,7 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return r;
 }
 
+#define KERNELS_SHARED(type, name) __shared__ __align__(16) ::kernels::ptx::SharedStorage<type> name
 #define KERNELS_DYNAMIC_SHARED(type, name) \
   extern __shared__ __align__(128) unsigned char name##_bytes[]; \
   type* const name = reinterpret_cast<type*>(name##_bytes)

@@ -26,7 +26,7 @@
 // The tile size is a constant, so results do not depend on the GPU's SM count.
 #include <initializer_list>
 
-#include "engine/cuda/check.h"
+#include "kernels/check.h"
 #include "kernels/launch_utils.cuh"
 #include "kernels/math/rmsnorm.h"
 #include "kernels/rmsnorm.h"
@@ -72,7 +72,7 @@ template <class Ty, int V, int VPT>
 __global__ void __launch_bounds__(kMaxThreads) rmsnorm_forward_kernel(FwdArgs a) {
   using S = typename Ty::S;
   using P = Vec<S, V>;
-  __shared__ float red[33];
+  KERNELS_SHARED(float[33], red);
   const int64_t np = a.d / V;
   const P* w = static_cast<const P*>(a.w);
   for (int64_t row = blockIdx.x; row < a.rows; row += gridDim.x) {
@@ -125,7 +125,7 @@ template <class Ty, int V, int VPT>
 __global__ void __launch_bounds__(kMaxThreads) rmsnorm_backward_kernel(BwdArgs a) {
   using S = typename Ty::S;
   using P = Vec<S, V>;
-  __shared__ float red[33];
+  KERNELS_SHARED(float[33], red);
   const int64_t np = a.d / V;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * a.rows_per_block;
   const int64_t row1 = row0 + a.rows_per_block < a.rows ? row0 + a.rows_per_block : a.rows;
@@ -273,9 +273,9 @@ unsigned grid_rows(int64_t blocks) {
 size_t elem_bytes(ElemType type) { return type == ElemType::F32 ? 4 : 2; }
 
 void check_common(const char* name, ElemType type, int64_t rows, int64_t d) {
-  ENGINE_CHECK(type == ElemType::F32 || type == ElemType::BF16, name, ": element type ",
-               elem_type_name(type), " is not supported (f32, bf16)");
-  ENGINE_CHECK(rows >= 0 && d > 0, name, ": bad shape rows ", rows, ", d ", d);
+  KERNELS_CHECK(type == ElemType::F32 || type == ElemType::BF16, name, ": element type ",
+                elem_type_name(type), " is not supported (f32, bf16)");
+  KERNELS_CHECK(rows >= 0 && d > 0, name, ": bad shape rows ", rows, ", d ", d);
 }
 
 template <class Ty>
@@ -303,7 +303,7 @@ template <class Ty>
 void launch_backward(const Plan& plan, const BwdArgs& a, void* dw, cudaStream_t s) {
   constexpr int V = 16 / sizeof(typename Ty::S);
   const int64_t tiles = (a.rows + a.rows_per_block - 1) / a.rows_per_block;
-  ENGINE_CHECK(tiles <= 0x7fffffff, "rmsnorm_backward: too many rows (", a.rows, ")");
+  KERNELS_CHECK(tiles <= 0x7fffffff, "rmsnorm_backward: too many rows (", a.rows, ")");
   const unsigned grid = static_cast<unsigned>(tiles);
   const size_t smem = plan.smem_bytes;
   switch (plan.vpt) {
@@ -334,9 +334,9 @@ void rmsnorm_forward(void* y, float* rstd, const void* x, const void* w, ElemTyp
                      int64_t rows, int64_t d, float eps, cudaStream_t stream) {
   detail::LaunchRange range("rms_norm");
   check_common("rmsnorm_forward", type, rows, d);
-  ENGINE_CHECK(eps >= 0.0f, "rmsnorm_forward: eps must be >= 0, got ", eps);
+  KERNELS_CHECK(eps >= 0.0f, "rmsnorm_forward: eps must be >= 0, got ", eps);
   if (rows == 0) return;
-  ENGINE_CHECK(y && rstd && x && w, "rmsnorm_forward: null pointer");
+  KERNELS_CHECK(y && rstd && x && w, "rmsnorm_forward: null pointer");
   const Plan plan = plan_for(d, elem_bytes(type), {y, x, w});
   const FwdArgs a{x, w, y, rstd, rows, d, eps};
   if (type == ElemType::F32) launch_forward<F32T>(plan, a, stream);
@@ -352,13 +352,13 @@ void rmsnorm_backward(void* dx, void* dw, float* workspace, const void* dy, cons
                       cudaStream_t stream) {
   detail::LaunchRange range("rms_norm_backward");
   check_common("rmsnorm_backward", type, rows, d);
-  ENGINE_CHECK(dx != nullptr || dw != nullptr, "rmsnorm_backward: neither dx nor dw requested");
+  KERNELS_CHECK(dx != nullptr || dw != nullptr, "rmsnorm_backward: neither dx nor dw requested");
   if (rows == 0) {  // an empty batch: dw = 0
     if (dw) CUDA_CHECK(cudaMemsetAsync(dw, 0, static_cast<size_t>(d) * elem_bytes(type), stream));
     return;
   }
-  ENGINE_CHECK(dy && x && w && rstd, "rmsnorm_backward: null input pointer");
-  ENGINE_CHECK(dw == nullptr || workspace != nullptr, "rmsnorm_backward: dw needs a workspace");
+  KERNELS_CHECK(dy && x && w && rstd, "rmsnorm_backward: null input pointer");
+  KERNELS_CHECK(dw == nullptr || workspace != nullptr, "rmsnorm_backward: dw needs a workspace");
   const Plan plan = plan_for(d, elem_bytes(type), {dx, dy, x, w}, dw ? workspace : nullptr);
   const BwdArgs a{x, w, dy, rstd, dx, dw ? workspace : nullptr, rows, d,
                   dw ? kRowsPerTile : 1};

@@ -1,6 +1,6 @@
 // Launchers for the RMSNorm kernels (kernels/rmsnorm.cu). Host-includable: raw device
 // pointers, the row count and width, the stream to queue on. Every launcher checks its
-// preconditions and the launch (engine::Error); rows == 0 queues nothing.
+// preconditions and the launch (kernels::Error); rows == 0 queues nothing.
 //
 // x, y, dy, dx: [rows, d] row-major, `type` f32 or bf16; w, dw: [d] of the same type;
 // rstd: [rows] f32. Math: kernels/math/rmsnorm.h, fp32 throughout.

@@ -22,7 +22,7 @@
 // sincosf differs: CUDA's is within 2 ulp of the true value, glibc's within 1, so
 // cos/sin agree to ~3 ulp of 1 (2e-7 absolute), an error of the size of one fp32
 // rounding of the output, inside the parity test's tolerance.
-#include "engine/cuda/check.h"
+#include "kernels/check.h"
 #include "kernels/launch_utils.cuh"
 #include "kernels/rope.h"
 
@@ -104,19 +104,19 @@ void rope(void* y, const void* x, ElemType type, int64_t batch, int64_t seq, int
           int64_t head_dim, int64_t position_offset, const float* inv_freq, bool inverse,
           cudaStream_t stream) {
   detail::LaunchRange range(inverse ? "rope_backward" : "rope");
-  ENGINE_CHECK(type == ElemType::F32 || type == ElemType::BF16, "rope: element type ",
-               elem_type_name(type), " is not supported (f32, bf16)");
-  ENGINE_CHECK(batch >= 0 && seq >= 0 && heads >= 0, "rope: bad shape [", batch, ", ", seq, ", ",
-               heads, ", ", head_dim, "]");
-  ENGINE_CHECK(head_dim > 0 && head_dim % 2 == 0 && head_dim / 2 <= kRopeMaxHalf,
-               "rope: head dim must be even, positive and at most ", 2 * kRopeMaxHalf, ", got ",
-               head_dim);
-  ENGINE_CHECK(position_offset >= 0, "rope: position_offset must be >= 0, got ", position_offset);
+  KERNELS_CHECK(type == ElemType::F32 || type == ElemType::BF16, "rope: element type ",
+                elem_type_name(type), " is not supported (f32, bf16)");
+  KERNELS_CHECK(batch >= 0 && seq >= 0 && heads >= 0, "rope: bad shape [", batch, ", ", seq, ", ",
+                heads, ", ", head_dim, "]");
+  KERNELS_CHECK(head_dim > 0 && head_dim % 2 == 0 && head_dim / 2 <= kRopeMaxHalf,
+                "rope: head dim must be even, positive and at most ", 2 * kRopeMaxHalf, ", got ",
+                head_dim);
+  KERNELS_CHECK(position_offset >= 0, "rope: position_offset must be >= 0, got ", position_offset);
   const int64_t rows = batch * seq;
   if (rows == 0 || heads == 0) return;
-  ENGINE_CHECK(heads * head_dim <= 0x7fffffff, "rope: a token row of ", heads, " x ", head_dim,
-               " elements is too long");
-  ENGINE_CHECK(x != nullptr && y != nullptr && inv_freq != nullptr, "rope: null pointer");
+  KERNELS_CHECK(heads * head_dim <= 0x7fffffff, "rope: a token row of ", heads, " x ", head_dim,
+                " elements is too long");
+  KERNELS_CHECK(x != nullptr && y != nullptr && inv_freq != nullptr, "rope: null pointer");
   RopeArgs a{};
   a.x = x;
   a.y = y;

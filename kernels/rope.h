@@ -25,7 +25,7 @@ void rope(void* y, const void* x, ElemType type, int64_t batch, int64_t seq, int
           cudaStream_t stream);
 
 // Fills inv_freq[0 .. head_dim/2) with kmath::rope_inv_freq. Call it from .cpp code.
-inline void rope_inv_freq_table(float* inv_freq, int head_dim, const kmath::RopeParams& params) {
+inline void rope_inv_freq_table(float* inv_freq, int head_dim, const kmath::RopeConfig& params) {
   for (int i = 0; i < head_dim / 2; ++i) inv_freq[i] = kmath::rope_inv_freq(i, head_dim, params);
 }
 

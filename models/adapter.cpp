@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <vector>
 
 #include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
@@ -26,9 +27,18 @@ void write_peft_adapter(const std::string& dir, const LlamaModel& model, const L
                         const std::string& base_model_name) {
   NamedTensors tensors = model.lora_parameters();
   ENGINE_CHECK(!tensors.empty(), "the model has no LoRA adapters to write");
+  // Whatever happened in training, an adapter with a NaN or Inf is never written: it would
+  // load without complaint and turn every output of the model into NaN.
+  for (const auto& [name, t] : tensors) {
+    const std::vector<float> values = t.to_floats();
+    for (size_t i = 0; i < values.size(); ++i)
+      if (!std::isfinite(values[i]))
+        throw engine::Error(dir + ": not writing the adapter: '" + name + "' holds " +
+                            std::to_string(values[i]) + " at flat index " + std::to_string(i));
+  }
   std::error_code ec;
   fs::create_directories(dir, ec);
-  ENGINE_CHECK(!ec, dir, ": cannot create directory: ", ec.message());
+  ENGINE_INPUT_CHECK(!ec, dir, ": cannot create directory: ", ec.message());
   json config = {
       {"peft_type", "LORA"},
       {"task_type", "CAUSAL_LM"},
@@ -54,30 +64,41 @@ void write_peft_adapter(const std::string& dir, const LlamaModel& model, const L
 PeftAdapter read_peft_adapter(const std::string& dir) {
   const std::string config_path = (fs::path(dir) / kConfigFile).string();
   std::ifstream in(config_path);
-  ENGINE_CHECK(in.good(), config_path, ": cannot open");
+  ENGINE_INPUT_CHECK(in.good(), config_path, ": cannot open");
   json config;
   try {
     config = json::parse(in);
   } catch (const json::exception& e) {
-    throw engine::Error(config_path + ": invalid JSON: " + e.what());
+    throw engine::InputError(config_path + ": invalid JSON: " + e.what());
   }
   auto field = [&](const char* name) -> const json& {
-    ENGINE_CHECK(config.is_object() && config.contains(name), config_path, ": missing field \"", name, "\"");
+    ENGINE_INPUT_CHECK(config.is_object() && config.contains(name), config_path,
+                       ": missing field \"", name, "\"");
     return config.at(name);
+  };
+  // PEFT writes null for unset optional fields (base_model_name_or_path of a model built
+  // from a config): null counts as absent.
+  auto optional = [&](const char* name, auto fallback) {
+    const bool set = config.is_object() && config.contains(name) && !config.at(name).is_null();
+    return set ? config.at(name).get<decltype(fallback)>() : fallback;
   };
   PeftAdapter a;
   try {
-    ENGINE_CHECK(field("peft_type") == "LORA", config_path, ": peft_type is not \"LORA\"");
+    ENGINE_INPUT_CHECK(field("peft_type") == "LORA", config_path, ": peft_type is not \"LORA\"");
     a.lora.r = field("r").get<int64_t>();
     a.lora.alpha = field("lora_alpha").get<float>();
-    a.lora.dropout = config.value("lora_dropout", 0.0f);
-    a.lora.use_rslora = config.value("use_rslora", false);
+    a.lora.dropout = optional("lora_dropout", 0.0f);
+    a.lora.use_rslora = optional("use_rslora", false);
     a.lora.targets = field("target_modules").get<std::vector<std::string>>();
-    a.base_model_name = config.value("base_model_name_or_path", std::string());
+    a.base_model_name = optional("base_model_name_or_path", std::string());
   } catch (const json::exception& e) {
-    throw engine::Error(config_path + ": wrong field type: " + e.what());
+    throw engine::InputError(config_path + ": wrong field type: " + e.what());
   }
-  a.lora.validate();
+  try {
+    a.lora.validate();
+  } catch (const engine::InputError& e) {  // it does not know the file: name it
+    throw engine::InputError(config_path + ": " + e.what());
+  }
   engine::io::SafetensorsFile file((fs::path(dir) / kWeightsFile).string());
   for (const std::string& name : file.names()) a.tensors.push_back({name, file.load(name)});
   return a;
@@ -87,15 +108,15 @@ void load_adapter_weights(LlamaModel& model, const PeftAdapter& adapter, const s
   std::map<std::string, engine::Tensor> by_name(adapter.tensors.begin(), adapter.tensors.end());
   for (auto& [name, target] : model.lora_parameters()) {
     auto it = by_name.find(name);
-    ENGINE_CHECK(it != by_name.end(), source, ": adapter lacks '", name, "'");
-    ENGINE_CHECK(it->second.shape() == target.shape(), source, ": '", name, "' has shape ",
-                 it->second.shape().str(), ", expected ", target.shape().str());
+    ENGINE_INPUT_CHECK(it != by_name.end(), source, ": adapter lacks '", name, "'");
+    ENGINE_INPUT_CHECK(it->second.shape() == target.shape(), source, ": '", name, "' has shape ",
+                       it->second.shape().str(), ", expected ", target.shape().str());
     engine::Tensor t = target;
     t.copy_from(it->second.dtype() == engine::DType::F32 ? it->second
                                                           : it->second.to_dtype(engine::DType::F32));
     by_name.erase(it);
   }
-  ENGINE_CHECK(by_name.empty(), source, ": unexpected tensor '", by_name.begin()->first, "'");
+  ENGINE_INPUT_CHECK(by_name.empty(), source, ": unexpected tensor '", by_name.begin()->first, "'");
 }
 
 }  // namespace models

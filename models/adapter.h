@@ -12,6 +12,7 @@
 
 namespace models {
 
+// Refuses (engine::Error, nothing written) a factor holding a NaN or Inf.
 void write_peft_adapter(const std::string& dir, const LlamaModel& model, const LoraConfig& lora,
                         const std::string& base_model_name);
 

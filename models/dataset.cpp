@@ -45,7 +45,7 @@ class LineReader {
       : path_(path), line_(line), tok_(tokenizer) {}
 
   [[noreturn]] void fail(const std::string& problem) const {
-    throw engine::Error(path_ + ":" + std::to_string(line_) + ": " + one_line(problem, true));
+    throw engine::InputError(path_ + ":" + std::to_string(line_) + ": " + one_line(problem, true));
   }
 
   Example read(const json& obj) const {
@@ -95,16 +95,25 @@ class LineReader {
       e.labels.insert(e.labels.end(), ids.size(), kIgnoreLabel);
   }
 
+  // The tokenizer's input errors (a model that has none, say) get this line's place.
+  std::vector<int32_t> encode(std::string_view text) const {
+    try {
+      return tok_.encode(text);
+    } catch (const engine::InputError& e) {
+      fail(e.what());
+    }
+  }
+
   // A special token by name, or its text when the tokenizer has no such token.
   std::vector<int32_t> special(std::string_view name) const {
     if (auto id = tok_.special_token_id(name)) return {*id};
-    return tok_.encode(name);
+    return encode(name);
   }
 
   Example from_text(const json& obj) const {
     Example e;
     append(e, {tok_.bos_id()}, true);
-    append(e, tok_.encode(string_field(obj, "text", "\"text\"")), true);
+    append(e, encode(string_field(obj, "text", "\"text\"")), true);
     append(e, {tok_.eos_id()}, true);
     return e;
   }
@@ -114,8 +123,8 @@ class LineReader {
     const std::string& c = string_field(obj, "completion", "\"completion\"");
     Example e;
     append(e, {tok_.bos_id()}, false);
-    append(e, tok_.encode(p), false);
-    append(e, tok_.encode(c), true);
+    append(e, encode(p), false);
+    append(e, encode(c), true);
     append(e, {tok_.eos_id()}, true);
     return e;
   }
@@ -135,11 +144,11 @@ class LineReader {
       const std::string& role = string_field(m, "role", where + ".role");
       const std::string& content = string_field(m, "content", where + ".content");
       append(e, special("<|start_header_id|>"), false);
-      append(e, tok_.encode(role), false);
+      append(e, encode(role), false);
       append(e, special("<|end_header_id|>"), false);
-      append(e, tok_.encode("\n\n"), false);
+      append(e, encode("\n\n"), false);
       const bool trained = role == "assistant";
-      append(e, tok_.encode(content), trained);
+      append(e, encode(content), trained);
       append(e, special("<|eot_id|>"), trained);
     }
     return e;
@@ -193,10 +202,10 @@ class LineReader {
 std::vector<Example> load_jsonl_dataset(const std::string& path, const Tokenizer& tokenizer,
                                         int64_t max_seq_len, DatasetStats* stats_out) {
   if (max_seq_len < 2)
-    throw engine::Error(path + ": max_seq_len must be at least 2 (one input and one target), got " +
-                        std::to_string(max_seq_len));
+    throw engine::InputError(path + ": max_seq_len must be at least 2 (one input and one target), " +
+                             "got " + std::to_string(max_seq_len));
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw engine::Error(path + ": cannot open: " + std::strerror(errno));
+  if (!in) throw engine::InputError(path + ": cannot open: " + std::strerror(errno));
 
   DatasetStats stats;
   std::vector<Example> examples;
@@ -214,6 +223,10 @@ std::vector<Example> load_jsonl_dataset(const std::string& path, const Tokenizer
       if (size_t p = reason.find(": "); p != std::string::npos) reason = reason.substr(p + 2);
       reader.fail("invalid JSON at column " + std::to_string(std::max<size_t>(e.byte, 1)) + ": " +
                   reason);
+    } catch (const json::exception& e) {  // say, a number beyond a double: 1e400
+      std::string reason = e.what();
+      if (size_t p = reason.find("] "); p != std::string::npos) reason = reason.substr(p + 2);
+      reader.fail("invalid JSON: " + reason);
     }
     Example e = reader.read(obj);
     if (static_cast<int64_t>(e.input_ids.size()) > max_seq_len) {
@@ -229,13 +242,14 @@ std::vector<Example> load_jsonl_dataset(const std::string& path, const Tokenizer
     stats.target_tokens += count_targets(e.labels);
     examples.push_back(std::move(e));
   }
-  if (in.bad()) throw engine::Error(path + ": read error: " + std::strerror(errno));
+  if (in.bad()) throw engine::InputError(path + ": read error: " + std::strerror(errno));
   stats.examples = static_cast<int64_t>(examples.size());
   if (stats_out) *stats_out = stats;
 
   if (examples.empty()) {
-    if (stats.records == 0) throw engine::Error(path + ": no examples (the file has no records)");
-    throw engine::Error(
+    if (stats.records == 0)
+      throw engine::InputError(path + ": no examples (the file has no records)");
+    throw engine::InputError(
         path + ": no usable examples: every record (" + std::to_string(stats.skipped) +
         ") has no trained label after truncation to max_seq_len " + std::to_string(max_seq_len));
   }

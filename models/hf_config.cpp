@@ -1,16 +1,16 @@
 // Hugging Face config.json -> LlamaConfig (see hf_config.h for the accepted keys).
 #include "models/hf_config.h"
 
-#include <cerrno>
+#include <algorithm>
 #include <cmath>
-#include <cstring>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
+#include <set>
+#include <vector>
 
 #include "engine/error.h"
+#include "engine/io/file_read.h"
 
 namespace models {
 
@@ -19,6 +19,8 @@ namespace {
 using json = nlohmann::json;
 using engine::one_line;
 
+constexpr uint64_t kMaxConfigBytes = 16 << 20;  // real ones are a few KB
+
 
 // Reads and checks the fields of one config.json; every error names the file first.
 class ConfigReader {
@@ -26,7 +28,7 @@ class ConfigReader {
   ConfigReader(std::string path, const json& root) : path_(std::move(path)), root_(root) {}
 
   [[noreturn]] void fail(const std::string& problem) const {
-    throw engine::Error(path_ + ": " + one_line(problem, true));
+    throw engine::InputError(path_ + ": " + one_line(problem, true));
   }
 
   // The value at `key` in `obj` (named `where` in messages), or nullptr when absent or null.
@@ -207,10 +209,11 @@ class ConfigReader {
       c.tie_embeddings = boolean(*tie, "tie_word_embeddings");
     for (const char* key : {"torch_dtype", "dtype"})  // the newer spelling wins
       if (const json* v = find(root_, key)) c.torch_dtype = string(*v, key);
+    c.max_position = optional_positive_int("max_position_embeddings").value_or(0);
 
     try {
       c.validate();
-    } catch (const engine::Error& e) {
+    } catch (const engine::InputError& e) {  // it does not know the file: name it
       fail(e.what());
     }
     return c;
@@ -221,19 +224,44 @@ class ConfigReader {
   const json& root_;
 };
 
-}  // namespace
-
-LlamaConfig load_hf_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw engine::Error(path + ": cannot open: " + std::strerror(errno));
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) throw engine::Error(path + ": read error");
-  const std::string text = buffer.str();
-
-  json root;
+// Parses config.json strictly: a duplicate key (which nlohmann would resolve silently to
+// its last value) and anything the parser throws besides a syntax error (a number such as
+// 1e400 overflows a double: out_of_range.406) become one line naming the file and the key.
+json parse_config(const std::string& path, const std::string& text) {
+  struct Frame {
+    bool object;
+    std::set<std::string> keys;
+    std::string key;  // the latest key of this object
+  };
+  std::vector<Frame> stack;
+  auto where = [&] {  // "rope_scaling.factor": the keys leading to the value being read
+    std::string w;
+    for (const Frame& f : stack)
+      if (f.object && !f.key.empty()) w += (w.empty() ? "" : ".") + f.key;
+    return w;
+  };
+  auto callback = [&](int, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start: stack.push_back({true, {}, {}}); break;
+      case json::parse_event_t::array_start: stack.push_back({false, {}, {}}); break;
+      case json::parse_event_t::object_end:
+      case json::parse_event_t::array_end:
+        if (!stack.empty()) stack.pop_back();
+        break;
+      case json::parse_event_t::key: {
+        Frame& f = stack.back();
+        f.key = parsed.get<std::string>();
+        if (!f.keys.insert(f.key).second)
+          throw engine::InputError(path + ": " +
+                                   one_line("duplicate key \"" + where() + "\"", true));
+        break;
+      }
+      case json::parse_event_t::value: break;
+    }
+    return true;
+  };
   try {
-    root = json::parse(text);
+    return json::parse(text, callback);
   } catch (const json::parse_error& e) {
     // Report line and column of the byte where parsing stopped (e.byte counts from 1).
     size_t end = std::min(e.byte > 0 ? e.byte - 1 : 0, text.size());
@@ -246,10 +274,23 @@ LlamaConfig load_hf_config(const std::string& path) {
     }
     std::string reason = e.what();
     if (size_t p = reason.find(": "); p != std::string::npos) reason = reason.substr(p + 2);
-    throw engine::Error(path + ": invalid JSON at line " + std::to_string(line) + ", column " +
-                        std::to_string(column) + ": " + one_line(reason, true));
+    throw engine::InputError(path + ": invalid JSON at line " + std::to_string(line) +
+                             ", column " + std::to_string(column) + ": " + one_line(reason, true));
+  } catch (const json::exception& e) {
+    std::string reason = e.what();
+    if (size_t p = reason.find("] "); p != std::string::npos) reason = reason.substr(p + 2);
+    const std::string w = where();
+    throw engine::InputError(path + ": invalid JSON" + (w.empty() ? "" : " in field \"" + w + "\"") +
+                             ": " + one_line(reason, true));
   }
-  return ConfigReader(path, root).read();
+}
+
+}  // namespace
+
+LlamaConfig load_hf_config(const std::string& path) {
+  // A FIFO or device named config.json is refused rather than read (or waited on) forever.
+  const std::string text = engine::io::read_small_file(path, kMaxConfigBytes);
+  return ConfigReader(path, parse_config(path, text)).read();
 }
 
 }  // namespace models

@@ -12,8 +12,11 @@
 //   rope_parameters       the newer spelling of rope_scaling, which also holds rope_theta
 //   tie_word_embeddings   default false
 //   torch_dtype / dtype   recorded as written
+//   max_position_embeddings  optional; train70b warns about longer sequences
 //   attention_bias, mlp_bias must be false and hidden_act "silu" when present.
-// Other keys are ignored. A null value counts as absent. Every error is one engine::Error
+// Other keys are ignored. A null value counts as absent; a duplicate key is an error (JSON
+// parsers disagree on which value wins), and so is a size above LlamaConfig::kMaxDim.
+// Every error is one engine::InputError
 // line starting with the path: `<path>: missing field "vocab_size"`.
 #pragma once
 #include <string>

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <string>
 
 #include "engine/autograd.h"
 #include "engine/nvtx.h"
@@ -66,11 +67,19 @@ void LlamaModel::init_layers_from(const NamedTensors& weights, const std::string
   std::map<std::string, Tensor> by_name(weights.begin(), weights.end());
   auto take = [&](const std::string& name, engine::Shape shape) {
     auto it = by_name.find(name);
-    ENGINE_CHECK(it != by_name.end(), source, ": missing weight '", name, "'");
-    ENGINE_CHECK(it->second.shape() == shape, source, ": weight '", name, "' has shape ",
-                 it->second.shape().str(), ", expected ", shape.str());
+    ENGINE_INPUT_CHECK(it != by_name.end(), source, ": missing weight '", name, "'");
+    ENGINE_INPUT_CHECK(it->second.shape() == shape, source, ": weight '", name, "' has shape ",
+                       it->second.shape().str(), ", expected ", shape.str());
     Tensor t = it->second.dtype() == engine::DType::F32 ? it->second
                                                          : it->second.to_dtype(engine::DType::F32);
+    // A non-finite base weight trains to an all-NaN adapter (an Inf norm weight makes every
+    // loss NaN) and NF4 quantization would hide a NaN in a code: refuse it here.
+    if (t.device().is_cpu()) {
+      const float* v = t.data<float>();
+      for (int64_t i = 0; i < t.numel(); ++i)
+        ENGINE_INPUT_CHECK(std::isfinite(v[i]), source, ": weight '", name, "' holds a non-finite value (",
+                           v[i], " at flat index ", i, ")");
+    }
     by_name.erase(it);
     return t;
   };
@@ -93,7 +102,8 @@ void LlamaModel::init_layers_from(const NamedTensors& weights, const std::string
   final_norm_ = take("model.norm.weight", {c.hidden});
   lm_head_ = c.tie_embeddings ? embed_tokens_ : take("lm_head.weight", {c.vocab, c.hidden});
   by_name.erase("lm_head.weight");  // tied checkpoints sometimes carry a copy
-  ENGINE_CHECK(by_name.empty(), source, ": unexpected weight '", by_name.begin()->first, "'");
+  ENGINE_INPUT_CHECK(by_name.empty(), source, ": unexpected weight '", by_name.begin()->first,
+                     "'");
 }
 
 void LlamaModel::freeze_base(BaseFormat format) {
@@ -142,6 +152,9 @@ Tensor LlamaModel::layer_forward(size_t index, const Tensor& h, const ForwardOpt
   const LlamaConfig& c = config_;
   const LlamaLayer& l = layers_[index];
   const int64_t batch = h.dim(0), seq = h.dim(1);
+  // Here rather than around the call, so a checkpointed layer's recompute shows it too.
+  const std::string range_name = "layer " + std::to_string(index);
+  engine::NvtxRange range(range_name.c_str());
   // Each linear of each layer draws its dropout mask from its own Philox key.
   auto seed = [&](int j) { return o.dropout_seed * 1000003ull + index * 8 + j; };
   Tensor n = ops::rms_norm(h, l.input_norm, c.rms_norm_eps);
@@ -161,7 +174,6 @@ Tensor LlamaModel::hidden_states(const Tensor& ids, const ForwardOptions& o) con
   ENGINE_CHECK(ids.rank() == 2, "model input ids must be [batch, seq], got ", ids.str());
   Tensor h = ops::embedding(ids.device() == device() ? ids : ids.to(device()), embed_tokens_);
   for (size_t i = 0; i < layers_.size(); ++i) {
-    engine::NvtxRange range("layer");
     if (o.checkpoint_layers) {
       auto fn = [this, i, o](const std::vector<Tensor>& in) {
         return std::vector<Tensor>{layer_forward(i, in[0], o)};

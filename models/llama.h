@@ -40,7 +40,7 @@ class LlamaModel {
   // Random initialisation (embedding N(0, 1), linears N(0, 1/in), norms at 1), f32 CPU.
   LlamaModel(const LlamaConfig& config, uint64_t seed);
   // Weights by Hugging Face name (model.embed_tokens.weight, ...), f32 on the CPU.
-  // Every weight of the architecture must be present with its exact shape.
+  // Every weight of the architecture must be present with its exact shape and finite values.
   LlamaModel(const LlamaConfig& config, const NamedTensors& weights, const std::string& source);
 
   // Freezes every weight; the decoder linears move to `format` (NF4 or f32).

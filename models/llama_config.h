@@ -20,8 +20,16 @@ struct LlamaConfig {
   engine::RopeConfig rope;     // rope_theta, rope_scaling
   bool tie_embeddings = false; // tie_word_embeddings
   std::string torch_dtype;     // torch_dtype or dtype, as written ("bfloat16"); empty if absent
+  int64_t max_position = 0;    // max_position_embeddings; 0 when unknown
 
-  // Throws engine::Error naming the first inconsistent field.
+  // Largest accepted size of any one dimension and of any weight row or column product
+  // (heads x head_dim, ...): far above any Llama, and small enough that every size product
+  // the model computes fits in int64 (parameter_count is checked on its own).
+  static constexpr int64_t kMaxDim = int64_t{1} << 24;
+  static constexpr int64_t kMaxParameters = int64_t{1} << 48;
+
+  // Throws engine::InputError naming the first inconsistent or out-of-range field (HF names),
+  // so that q_dim(), kv_dim() and parameter_count() cannot overflow afterwards.
   void validate() const;
   int64_t q_dim() const { return heads * head_dim; }
   int64_t kv_dim() const { return kv_heads * head_dim; }

@@ -19,13 +19,15 @@ float LoraConfig::scaling() const {
 }
 
 void LoraConfig::validate() const {
-  ENGINE_CHECK(r > 0, "lora rank must be positive, got ", r);
-  ENGINE_CHECK(dropout >= 0.0f && dropout < 1.0f, "lora dropout must be in [0, 1), got ", dropout);
-  ENGINE_CHECK(!targets.empty(), "lora needs at least one target module");
+  // The settings come from the user (flags or an adapter_config.json): input errors.
+  ENGINE_INPUT_CHECK(r > 0, "lora rank must be positive, got ", r);
+  ENGINE_INPUT_CHECK(dropout >= 0.0f && dropout < 1.0f, "lora dropout must be in [0, 1), got ",
+                     dropout);
+  ENGINE_INPUT_CHECK(!targets.empty(), "lora needs at least one target module");
   for (const std::string& t : targets) {
     const auto& all = all_linear_names();
-    ENGINE_CHECK(std::find(all.begin(), all.end(), t) != all.end(), "unknown lora target '", t,
-                 "' (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+    ENGINE_INPUT_CHECK(std::find(all.begin(), all.end(), t) != all.end(), "unknown lora target '",
+                       t, "' (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
   }
 }
 

@@ -9,8 +9,9 @@
 #
 # Phases (each timed): unpack .deps/debs/*.deb into .deps/prefix (dpkg -x, never into
 # /), configure (CMAKE_PREFIX_PATH into the prefix, CMAKE_CUDA_ARCHITECTURES from
-# nvidia-smi's compute_cap, default 90), build with all cores, ctest -L gpu, then
-# engine_bench. Logs go to build-gpu/logs and, when $OUT is set, are copied there.
+# nvidia-smi's compute_cap, default 90), build with all cores, ctest -L gpu,
+# engine_bench, then, when nsys is installed, nsys profile + nsys stats of two steps.
+# Logs go to build-gpu/logs and, when $OUT is set, are copied there.
 # Exit status: non-zero when configure or build fails or a test fails.
 set -uo pipefail
 
@@ -145,6 +146,32 @@ else
 fi
 record bench "$t"
 
+# ---- nsys ------------------------------------------------------------------------
+# A short training run under Nsight Systems, when nsys is installed: the timeline
+# (train70b-step.nsys-rep, to open in the GUI) and its `nsys stats` summary of NVTX
+# ranges and kernels (nsys_stats.txt). docs/profiling.md says how to read them. Its
+# failure is reported, never fatal: profiling is a view, the tests are the check.
+t=$(now)
+nsys_bin=$(command -v nsys || ls /usr/local/cuda/bin/nsys 2>/dev/null || true)
+nsys_note="not run: no nsys on PATH"
+if [ -n "$nsys_bin" ] && [ -x "$build/tools/train70b" ]; then
+  say "profiling two train70b steps with $nsys_bin"
+  rep=$logs/train70b-step
+  if timeout 300 "$nsys_bin" profile --trace=cuda,nvtx,osrt --force-overwrite true -o "$rep" \
+       "$build/tools/train70b" --demo --device cuda --max-steps 2 --output "$build/nsys-out" \
+       >"$logs/nsys.log" 2>&1 &&
+     { "$nsys_bin" stats --report nvtx_sum --report cuda_gpu_kern_sum "$rep.nsys-rep" ||
+       "$nsys_bin" stats --report nvtxsum --report gpukernsum "$rep.nsys-rep"; } \
+       >"$logs/nsys_stats.txt" 2>>"$logs/nsys.log"; then
+    nsys_note="nsys_stats.txt and train70b-step.nsys-rep"
+  else
+    nsys_note="FAILED (see nsys.log)"
+  fi
+elif [ -n "$nsys_bin" ]; then
+  nsys_note="not run: no train70b in this build"
+fi
+record nsys "$t"
+
 # ---- summary ---------------------------------------------------------------------
 python3 - "$logs/ctest.log" "$logs/bench.json" "$arch" "$build_status" "${phases[@]}" >"$logs/summary.txt" <<'EOF'
 import json, os, re, sys
@@ -220,6 +247,13 @@ reasons = sorted({msg for _, msg in errors})
 for r in reasons:
     print(f"  skipped/failed benchmarks: {r}")
 EOF
+{
+  echo "nsys profile of two steps: $nsys_note"
+  if [ -s "$logs/nsys_stats.txt" ]; then
+    echo "== nsys stats (head) =="
+    head -n 60 "$logs/nsys_stats.txt"
+  fi
+} >>"$logs/summary.txt"
 copy_logs
 echo
 cat "$logs/summary.txt"

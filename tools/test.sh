@@ -5,7 +5,9 @@
 # Then, when the CUDA toolkit is installed, the same GPU tests once more in the SIMT
 # emulation build (build-simt, ENGINE_CUDA=SIMT): the kernels' sources run on the CPU
 # by the emulator of tests/simt, so they are checked against the CPU reference here
-# too (docs/gpu.md says what that proves and what it cannot).
+# too (docs/gpu.md says what that proves and what it cannot). That build is fortified
+# (_FORTIFY_SOURCE=2, Ubuntu's default) and runs the attention tests as sm_80, sm_86
+# and sm_90 (tests/simt/arch.h).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install_deps.sh test

@@ -1,42 +1,15 @@
-// CPU reference: silu, swiglu, softmax, dropout (per-element math in
-// kernels/math/activations.h, shared with the CUDA kernels).
+// CPU reference: silu, swiglu, softmax (per-element math in kernels/math/activations.h,
+// shared with the CUDA kernels).
 //   silu:    y = x * sigmoid(x);            dx = g * silu'(x)
 //   swiglu:  y = silu(gate) * up;           dgate = g * up * silu'(gate), dup = g * silu(gate)
 //   softmax: y = e^(x - max) / sum e^(x - max) over the last dim;
 //            dx = y * (g - sum(g * y))
-//   dropout: y_i = keep_i ? x_i / (1 - p) : 0, keep_i = kmath::dropout_keep(seed, offset, i, p);
-//            dx_i = keep_i ? g_i / (1 - p) : 0, with the mask regenerated, not stored.
 #include <cmath>
 
 #include "engine/cpu/ops.h"
 #include "kernels/math/activations.h"
 
 namespace engine::cpu {
-
-namespace {
-
-bool wants_grad(const OpContext& ctx, size_t i) {
-  return i >= ctx.needs_grad.size() || ctx.needs_grad[i];
-}
-
-void check_dropout_p(float p) {
-  // Written so that NaN fails too.
-  ENGINE_CHECK(p >= 0.0f && p < 1.0f, "dropout: p must be in [0, 1), got ", p);
-}
-
-// y = dropout(x) with the stream (seed, offset); forward and backward are the same map.
-Tensor apply_dropout(const Tensor& x, const OpAttrs& a) {
-  if (a.p == 0.0f) return x.clone();  // identity; skip the RNG
-  Tensor out = Tensor::empty(x.shape());
-  const float scale = kmath::dropout_scale(a.p);
-  const float* xp = x.data<float>();
-  float* yp = out.data<float>();
-  for (int64_t i = 0; i < x.numel(); ++i)
-    yp[i] = kmath::dropout_apply(xp[i], a.seed, a.offset, static_cast<uint64_t>(i), a.p, scale);
-  return out;
-}
-
-}  // namespace
 
 std::vector<Tensor> silu_forward(OpContext& ctx, const std::vector<Tensor>& in) {
   require_f32(in[0], "silu", "x");
@@ -74,12 +47,12 @@ std::vector<Tensor> swiglu_backward(OpContext& ctx, const std::vector<Tensor>& g
   const Tensor g = grad_or_zeros(grad_out[0], gate.shape());
   const float *gatep = gate.data<float>(), *up_p = up.data<float>(), *gp = g.data<float>();
   Tensor dgate, dup;
-  if (wants_grad(ctx, 0)) {
+  if (ctx.wants_grad(0)) {
     dgate = Tensor::empty(gate.shape());
     for (int64_t i = 0; i < gate.numel(); ++i)
       dgate.data<float>()[i] = gp[i] * kmath::swiglu_grad_gate(gatep[i], up_p[i]);
   }
-  if (wants_grad(ctx, 1)) {
+  if (ctx.wants_grad(1)) {
     dup = Tensor::empty(up.shape());
     for (int64_t i = 0; i < up.numel(); ++i)
       dup.data<float>()[i] = gp[i] * kmath::swiglu_grad_up(gatep[i]);
@@ -127,17 +100,6 @@ std::vector<Tensor> softmax_backward(OpContext& ctx, const std::vector<Tensor>& 
     for (int64_t j = 0; j < d; ++j) dp[r * d + j] = static_cast<float>(yr[j] * (gr[j] - dot));
   }
   return {dx};
-}
-
-std::vector<Tensor> dropout_forward(OpContext& ctx, const std::vector<Tensor>& in) {
-  require_f32(in[0], "dropout", "x");
-  check_dropout_p(ctx.attrs.p);
-  return {apply_dropout(in[0], ctx.attrs)};
-}
-
-std::vector<Tensor> dropout_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
-  const Tensor g = grad_or_zeros(grad_out[0], ctx.input_shapes[0]);
-  return {apply_dropout(g, ctx.attrs)};
 }
 
 }  // namespace engine::cpu

@@ -2,7 +2,7 @@
 //
 //   q [B, T, Hq, D], k and v [B, T, Hkv, D] (token-major, as x @ W^T reshapes them),
 //   Hq % Hkv == 0, query head h reads KV head g = h / (Hq / Hkv).
-//   scale = attrs.scale, or 1/sqrt(D) when attrs.scale == 0.
+//   scale = attrs.softmax_scale, or 1/sqrt(D) when it is 0.
 //   Per (b, h), with rows i (queries) and columns j (keys), only j <= i:
 //     S_ij = scale * q_i . k_j
 //     P_ij = exp(S_ij - L_i),  L_i = log sum_j exp(S_ij)   (max-subtracted)
@@ -29,25 +29,16 @@ namespace engine::cpu {
 
 namespace {
 
-struct AttnDims {
-  int64_t b, t, hq, hkv, d;
-  int64_t group() const { return hq / hkv; }
-  // Element offsets into token-major [B, T, H, D] buffers.
-  int64_t q_at(int64_t bi, int64_t ti, int64_t h) const { return ((bi * t + ti) * hq + h) * d; }
-  int64_t kv_at(int64_t bi, int64_t ti, int64_t g) const { return ((bi * t + ti) * hkv + g) * d; }
-  int64_t lse_at(int64_t bi, int64_t h, int64_t ti) const { return (bi * hq + h) * t + ti; }
-};
-
-AttnDims attention_dims(const Tensor& q, const Tensor& k, const Tensor& v) {
+kmath::AttentionDims checked_dims(const Tensor& q, const Tensor& k, const Tensor& v) {
   require_f32(q, "attention", "q");
   require_f32(k, "attention", "k");
   require_f32(v, "attention", "v");
-  const AttentionDims d = engine::attention_dims(q.shape(), k.shape(), v.shape());
-  return AttnDims{d.batch, d.seq, d.q_heads, d.kv_heads, d.head_dim};
+  return attention_dims(q.shape(), k.shape(), v.shape());
 }
 
 float softmax_scale(const OpAttrs& attrs, int64_t d) {
-  return attrs.scale != 0.0f ? attrs.scale : static_cast<float>(1.0 / std::sqrt(double(d)));
+  if (attrs.softmax_scale != 0.0f) return attrs.softmax_scale;
+  return static_cast<float>(1.0 / std::sqrt(double(d)));
 }
 
 double dot(const float* x, const float* y, int64_t n) {
@@ -60,22 +51,22 @@ double dot(const float* x, const float* y, int64_t n) {
 
 std::vector<Tensor> attention_forward(OpContext& ctx, const std::vector<Tensor>& in) {
   const Tensor &q = in[0], &k = in[1], &v = in[2];
-  const AttnDims s = attention_dims(q, k, v);
-  const double scale = softmax_scale(ctx.attrs, s.d);
+  const kmath::AttentionDims s = checked_dims(q, k, v);
+  const double scale = softmax_scale(ctx.attrs, s.head_dim);
   Tensor out = Tensor::empty(q.shape());
-  Tensor lse = Tensor::empty(Shape{s.b, s.hq, s.t});
+  Tensor lse = Tensor::empty(Shape{s.batch, s.q_heads, s.seq});
   const float *qp = q.data<float>(), *kp = k.data<float>(), *vp = v.data<float>();
   float *op = out.data<float>(), *lp = lse.data<float>();
 
-  std::vector<double> scores(static_cast<size_t>(s.t)), acc(static_cast<size_t>(s.d));
-  for (int64_t b = 0; b < s.b; ++b)
-    for (int64_t h = 0; h < s.hq; ++h) {
+  std::vector<double> scores(static_cast<size_t>(s.seq)), acc(static_cast<size_t>(s.head_dim));
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t h = 0; h < s.q_heads; ++h) {
       const int64_t g = h / s.group();
-      for (int64_t i = 0; i < s.t; ++i) {
+      for (int64_t i = 0; i < s.seq; ++i) {
         const float* qi = qp + s.q_at(b, i, h);
         kmath::OnlineSoftmax<double> row;  // running max and sum (kernels/math/online_softmax.h)
         for (int64_t j = 0; j <= i; ++j) {  // causal: keys up to and including i
-          scores[j] = scale * dot(qi, kp + s.kv_at(b, j, g), s.d);
+          scores[j] = scale * dot(qi, kp + s.kv_at(b, j, g), s.head_dim);
           row.add(scores[j]);
         }
         const double l = row.lse();
@@ -83,10 +74,10 @@ std::vector<Tensor> attention_forward(OpContext& ctx, const std::vector<Tensor>&
         for (int64_t j = 0; j <= i; ++j) {
           const double p = std::exp(scores[j] - l);
           const float* vj = vp + s.kv_at(b, j, g);
-          for (int64_t e = 0; e < s.d; ++e) acc[e] += p * vj[e];
+          for (int64_t e = 0; e < s.head_dim; ++e) acc[e] += p * vj[e];
         }
         float* oi = op + s.q_at(b, i, h);
-        for (int64_t e = 0; e < s.d; ++e) oi[e] = static_cast<float>(acc[e]);
+        for (int64_t e = 0; e < s.head_dim; ++e) oi[e] = static_cast<float>(acc[e]);
         lp[s.lse_at(b, h, i)] = static_cast<float>(l);
       }
     }
@@ -97,8 +88,8 @@ std::vector<Tensor> attention_forward(OpContext& ctx, const std::vector<Tensor>&
 std::vector<Tensor> attention_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
   const Tensor &q = ctx.saved[0], &k = ctx.saved[1], &v = ctx.saved[2];
   const Tensor &out = ctx.saved[3], &lse = ctx.saved[4];
-  const AttnDims s = attention_dims(q, k, v);
-  const double scale = softmax_scale(ctx.attrs, s.d);
+  const kmath::AttentionDims s = checked_dims(q, k, v);
+  const double scale = softmax_scale(ctx.attrs, s.head_dim);
   const Tensor go = grad_or_zeros(grad_out[0], q.shape());
   ENGINE_CHECK(go.shape() == q.shape(), "attention: output gradient ", go.shape().str(),
                " does not match output ", q.shape().str());
@@ -109,20 +100,20 @@ std::vector<Tensor> attention_backward(OpContext& ctx, const std::vector<Tensor>
   std::vector<double> dq(static_cast<size_t>(q.numel()), 0.0);
   std::vector<double> dk(static_cast<size_t>(k.numel()), 0.0);
   std::vector<double> dv(static_cast<size_t>(v.numel()), 0.0);
-  for (int64_t b = 0; b < s.b; ++b)
-    for (int64_t h = 0; h < s.hq; ++h) {
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t h = 0; h < s.q_heads; ++h) {
       const int64_t g = h / s.group();
-      for (int64_t i = 0; i < s.t; ++i) {
+      for (int64_t i = 0; i < s.seq; ++i) {
         const float* qi = qp + s.q_at(b, i, h);
         const float* doi = gp + s.q_at(b, i, h);
         const double l = lp[s.lse_at(b, h, i)];
-        const double delta = dot(doi, op + s.q_at(b, i, h), s.d);
+        const double delta = dot(doi, op + s.q_at(b, i, h), s.head_dim);
         for (int64_t j = 0; j <= i; ++j) {
           const float* kj = kp + s.kv_at(b, j, g);
           const float* vj = vp + s.kv_at(b, j, g);
-          const double p = std::exp(scale * dot(qi, kj, s.d) - l);  // recomputed P_ij
-          const double ds = p * (dot(doi, vj, s.d) - delta);
-          for (int64_t e = 0; e < s.d; ++e) {
+          const double p = std::exp(scale * dot(qi, kj, s.head_dim) - l);  // recomputed P_ij
+          const double ds = p * (dot(doi, vj, s.head_dim) - delta);
+          for (int64_t e = 0; e < s.head_dim; ++e) {
             dv[s.kv_at(b, j, g) + e] += p * doi[e];
             dq[s.q_at(b, i, h) + e] += scale * ds * kj[e];
             dk[s.kv_at(b, j, g) + e] += scale * ds * qi[e];

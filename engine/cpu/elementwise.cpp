@@ -49,13 +49,13 @@ std::vector<Tensor> scale_forward(OpContext& ctx, const std::vector<Tensor>& in)
   require_f32(in[0], "scale", "x");
   Tensor out = Tensor::empty(in[0].shape());
   for (int64_t i = 0; i < out.numel(); ++i)
-    out.data<float>()[i] = in[0].data<float>()[i] * ctx.attrs.scale;
+    out.data<float>()[i] = in[0].data<float>()[i] * ctx.attrs.factor;
   return {out};
 }
 
 std::vector<Tensor> scale_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
   OpContext inner;
-  inner.attrs.scale = ctx.attrs.scale;
+  inner.attrs.factor = ctx.attrs.factor;
   return scale_forward(inner, {grad_out[0]});
 }
 

@@ -99,7 +99,7 @@ std::vector<Tensor> lm_head_cross_entropy_backward(OpContext& ctx,
   const LmHeadDims d = lm_head_dims(h, w, targets);
   const int ignore = ctx.attrs.ignore_index;
   const int32_t* tp = targets.data<int32_t>();
-  const bool want_dh = ctx.needs_grad[0], want_dw = ctx.needs_grad[1];
+  const bool want_dh = ctx.wants_grad(0), want_dw = ctx.wants_grad(1);
   int64_t count = 0;
   for (int64_t n = 0; n < d.n; ++n) count += kmath::ce_counted(tp[n], ignore);
   Tensor dh = want_dh ? Tensor::zeros(h.shape()) : Tensor();

@@ -34,7 +34,7 @@ std::vector<Tensor> lora_linear_forward(OpContext& ctx, const std::vector<Tensor
   Tensor y = ops::matmul(x, w, false, true);
   Tensor low_rank = ops::matmul(ops::matmul(dropped(x, at), a, false, true), b, false, true);
   ctx.save({x, a, b});
-  return {ops::add(y, ops::scale(low_rank, at.scale))};
+  return {ops::add(y, ops::scale(low_rank, at.lora_scaling))};
 }
 
 std::vector<Tensor> lora_linear_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
@@ -43,15 +43,16 @@ std::vector<Tensor> lora_linear_backward(OpContext& ctx, const std::vector<Tenso
   const Tensor& g = grad_out[0];
   Tensor g_b = ops::matmul(g, b);  // [..., r]
   Tensor dx, da, db;
-  if (ctx.needs_grad[0]) {
+  if (ctx.wants_grad(0)) {
     Tensor w = at.frozen->dequantize(DType::F32, Device::cpu());
-    dx = ops::add(ops::matmul(g, w), ops::scale(dropped(ops::matmul(g_b, a), at), at.scale));
+    dx = ops::add(ops::matmul(g, w),
+                  ops::scale(dropped(ops::matmul(g_b, a), at), at.lora_scaling));
   }
-  if (ctx.needs_grad[1])
-    da = ops::scale(ops::matmul(rows(g_b), rows(dropped(x, at)), true, false), at.scale);
-  if (ctx.needs_grad[2]) {
+  if (ctx.wants_grad(1))
+    da = ops::scale(ops::matmul(rows(g_b), rows(dropped(x, at)), true, false), at.lora_scaling);
+  if (ctx.wants_grad(2)) {
     Tensor x_a = ops::matmul(rows(dropped(x, at)), a, false, true);  // [N, r]
-    db = ops::scale(ops::matmul(rows(g), x_a, true, false), at.scale);
+    db = ops::scale(ops::matmul(rows(g), x_a, true, false), at.lora_scaling);
   }
   return {dx, da, db};
 }

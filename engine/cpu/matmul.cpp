@@ -52,7 +52,7 @@ std::vector<Tensor> matmul_backward(OpContext& ctx, const std::vector<Tensor>& g
   MatmulDims d = matmul_dims(a.shape(), b.shape(), ta, tb);
   const float* g = grad_out[0].data<float>();  // [batch, m, n]
   Tensor da, db;
-  if (ctx.needs_grad[0]) {
+  if (ctx.wants_grad(0)) {
     da = Tensor::empty(a.shape());
     // op(A) = G op(B)^T  ->  A = G op(B)^T  or  A = op(B) G^T when A is transposed.
     if (!ta)
@@ -62,7 +62,7 @@ std::vector<Tensor> matmul_backward(OpContext& ctx, const std::vector<Tensor>& g
       gemm(b.data<float>(), tb, d.b_shared ? 0 : d.k * d.n, g, true, d.m * d.n, da.data<float>(),
            d.batch, d.k, d.n, d.m, false);
   }
-  if (ctx.needs_grad[1]) {
+  if (ctx.wants_grad(1)) {
     db = Tensor::zeros(b.shape());
     int64_t out_stride = d.b_shared ? 0 : d.k * d.n;
     for (int64_t bi = 0; bi < d.batch; ++bi) {

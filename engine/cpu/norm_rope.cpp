@@ -21,30 +21,15 @@ namespace engine::cpu {
 
 namespace {
 
-bool wants_grad(const OpContext& ctx, size_t i) {
-  return i >= ctx.needs_grad.size() || ctx.needs_grad[i];
-}
-
-kmath::RopeParams rope_params(const RopeConfig& c) {
-  kmath::RopeParams p;
-  p.theta = c.theta;
-  p.scaling_factor = c.scaling_factor;
-  p.low_freq_factor = c.low_freq_factor;
-  p.high_freq_factor = c.high_freq_factor;
-  p.original_max_position = c.original_max_position;
-  return p;
-}
-
 // out = x rotated by `sign` * angle (sign +1: forward, -1: inverse / backward).
 Tensor rotate(const Tensor& x, const OpAttrs& a, float sign) {
   const Shape& s = x.shape();
   const int64_t batch = s[0], seq = s[1], heads = s[2], dh = s[3], half = dh / 2;
-  kmath::RopeParams params = rope_params(a.rope);
 
   // cos/sin depend only on (t, i): tabulate once, [T, Dh/2].
   std::vector<float> cos_t(static_cast<size_t>(seq * half)), sin_t(cos_t.size());
   for (int64_t i = 0; i < half; ++i) {
-    float inv_freq = kmath::rope_inv_freq(static_cast<int>(i), static_cast<int>(dh), params);
+    float inv_freq = kmath::rope_inv_freq(static_cast<int>(i), static_cast<int>(dh), a.rope);
     for (int64_t t = 0; t < seq; ++t) {
       float angle = kmath::rope_angle(a.position_offset + t, inv_freq);
       cos_t[static_cast<size_t>(t * half + i)] = std::cos(angle);
@@ -98,7 +83,7 @@ std::vector<Tensor> rms_norm_backward(OpContext& ctx, const std::vector<Tensor>&
   const int64_t d = x.shape().last(), rows = x.shape().rows();
   const float *xp = x.data<float>(), *wp = w.data<float>(), *gp = g.data<float>();
   const float* rp = rstd.data<float>();
-  const bool need_dx = wants_grad(ctx, 0), need_dw = wants_grad(ctx, 1);
+  const bool need_dx = ctx.wants_grad(0), need_dw = ctx.wants_grad(1);
   Tensor dx = need_dx ? Tensor::empty(x.shape()) : Tensor();
   std::vector<double> dw_acc(need_dw ? static_cast<size_t>(d) : 0, 0.0);
   for (int64_t r = 0; r < rows; ++r) {

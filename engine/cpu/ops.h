@@ -1,34 +1,14 @@
 // The CPU reference of every op: fp32 loops written to be obviously right, not fast.
-// Each op has <name>_forward and <name>_backward with the registry's signatures
-// (engine/op.h); the registry in engine/op_registry.cpp points at them.
+// Each row of the op list (engine/op_list.h) has <name>_forward and <name>_backward
+// with the registry's signatures (engine/op.h), in engine/cpu/<file>.cpp.
 #pragma once
 #include "engine/op.h"
 
 namespace engine::cpu {
 
-#define ENGINE_CPU_OP(name)                                                          \
-  std::vector<Tensor> name##_forward(OpContext& ctx, const std::vector<Tensor>& in); \
-  std::vector<Tensor> name##_backward(OpContext& ctx, const std::vector<Tensor>& grad_out);
-
-ENGINE_CPU_OP(matmul)
-ENGINE_CPU_OP(add)
-ENGINE_CPU_OP(mul)
-ENGINE_CPU_OP(scale)
-ENGINE_CPU_OP(sum)
-ENGINE_CPU_OP(mean)
-ENGINE_CPU_OP(reshape)
-ENGINE_CPU_OP(rms_norm)
-ENGINE_CPU_OP(rope)
-ENGINE_CPU_OP(silu)
-ENGINE_CPU_OP(swiglu)
-ENGINE_CPU_OP(softmax)
-ENGINE_CPU_OP(attention)
-ENGINE_CPU_OP(embedding)
-ENGINE_CPU_OP(cross_entropy)
-ENGINE_CPU_OP(dropout)
-ENGINE_CPU_OP(lora_linear)
-ENGINE_CPU_OP(lm_head_cross_entropy)  // engine/cpu/lm_head_loss.cpp
-
+// Every row of the op list has a CPU reference.
+#define ENGINE_CPU_OP(Id, name, inputs, outputs, cuda) ENGINE_DECLARE_OP(name)
+ENGINE_OPS(ENGINE_CPU_OP)
 #undef ENGINE_CPU_OP
 
 // Helpers shared by the CPU ops.

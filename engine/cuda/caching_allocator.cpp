@@ -4,7 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "engine/cuda/check.h"
+#include "kernels/check.h"
 
 namespace engine::cuda {
 

@@ -7,8 +7,8 @@
 #include <mutex>
 
 #include "engine/allocator.h"
-#include "engine/cuda/check.h"
 #include "engine/cuda/op_helpers.h"
+#include "kernels/check.h"
 #include "kernels/elementwise.h"
 
 namespace engine::cuda {
@@ -99,8 +99,6 @@ void set_pref(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttribute
 
 
 }  // namespace
-
-cublasLtHandle_t cublaslt_handle() { return device_blas().handle; }
 
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
           const void* a, DType a_type, int64_t stride_a, const void* b, DType b_type,

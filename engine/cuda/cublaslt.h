@@ -34,9 +34,6 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
           int64_t stride_b, float beta, void* c, DType c_type, int64_t stride_c, int64_t batch,
           cudaStream_t stream);
 
-// The cuBLASLt handle of the current device (created on first use).
-cublasLtHandle_t cublaslt_handle();
-
 inline constexpr size_t kCublasWorkspaceBytes = 32ull << 20;
 
 }  // namespace engine::cuda

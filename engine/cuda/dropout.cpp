@@ -1,4 +1,4 @@
-// The dropout op on CUDA; semantics of the CPU reference (engine/cpu/activations.cpp):
+// The dropout op on CUDA; semantics of the CPU reference (engine/cpu/dropout.cpp):
 //   forward   y_i  = keep_i ? x_i / (1 - p) : 0
 //   backward  dx_i = keep_i ? dy_i / (1 - p) : 0
 //   keep_i    = kmath::dropout_keep(seed, offset, i, p)   (Philox word i % 4 at offset + i / 4)

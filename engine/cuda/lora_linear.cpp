@@ -93,7 +93,7 @@ Call plan(const OpAttrs& at, const Tensor& x, const Tensor& a, const Tensor& b) 
   k.r = a.dim(0);
   const bool dense_f32 = std::string_view(at.frozen->format()) == "f32";
   k.c = (x.dtype() == DType::F32 || dense_f32) ? DType::F32 : DType::BF16;
-  k.s = at.scale;
+  k.s = at.lora_scaling;
   k.drop = at.p > 0.0f;  // as the CPU reference: p <= 0 means no dropout
   if (k.drop) {
     ENGINE_CHECK(at.p < 1.0f, "dropout: p must be in [0, 1), got ", at.p);
@@ -193,7 +193,7 @@ std::vector<Tensor> lora_linear_backward(OpContext& ctx, const std::vector<Tenso
   check_operand(g0, k.device, "gradient");
   const Tensor g = in_dtype(g0, k.c).view({k.n, k.out});
   const Tensor ac = in_dtype(a, k.c), bc = in_dtype(b, k.c);
-  const bool want_dx = wants_grad(ctx, 0), want_da = wants_grad(ctx, 1), want_db = wants_grad(ctx, 2);
+  const bool want_dx = ctx.wants_grad(0), want_da = ctx.wants_grad(1), want_db = ctx.wants_grad(2);
 
   Tensor gb;  // g_b = dy B  [n, r]
   if (want_dx || want_da) {

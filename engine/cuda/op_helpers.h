@@ -1,5 +1,5 @@
 // Small helpers shared by the CUDA op implementations (engine/cuda/*.cpp): dtype
-// checks, gradient layout, and which inputs want a gradient.
+// checks and gradient layout.
 #pragma once
 #include "engine/op.h"
 #include "kernels/elementwise.h"
@@ -30,9 +30,12 @@ inline Tensor grad_like(const Tensor& g, const Shape& shape, const Tensor& like)
   return g.dtype() == like.dtype() ? g : g.to_dtype(like.dtype());
 }
 
-// needs_grad may be empty when an op's backward is called directly (tests): then all.
-inline bool wants_grad(const OpContext& ctx, size_t i) {
-  return i >= ctx.needs_grad.size() || ctx.needs_grad[i];
+// Two operands of an elementwise op: CUDA f32/bf16 tensors of one shape, dtype and device.
+inline void check_same(const Tensor& a, const Tensor& b, const char* op) {
+  arith_type(a, op, "a");
+  arith_type(b, op, "b");
+  ENGINE_CHECK(a.shape() == b.shape() && a.dtype() == b.dtype() && a.device() == b.device(), op,
+               ": operands ", a.str(), " and ", b.str(), " differ");
 }
 
 }  // namespace engine::cuda_ops

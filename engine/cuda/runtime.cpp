@@ -14,8 +14,8 @@
 
 #include "engine/backend.h"
 #include "engine/cuda/caching_allocator.h"
-#include "engine/cuda/check.h"
 #include "engine/tensor.h"
+#include "kernels/check.h"
 #include "kernels/elementwise.h"
 
 namespace engine {

@@ -1,10 +1,9 @@
-// Safetensors reader (mmap + full header validation), sharded-model index, and the dtype
+// Safetensors reader (pread + full header validation), sharded-model index, and the dtype
 // name mapping; the writer is in safetensors_writer.cpp. See safetensors.h for the format
 // and the error conventions.
 #include "engine/io/safetensors.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <unordered_set>
+
+#include "engine/io/file_read.h"
 
 namespace engine::io {
 
@@ -53,8 +54,6 @@ const DtypeSpec* find_dtype(const std::string& name) {
     if (name == d.name) return &d;
   return nullptr;
 }
-
-std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
 
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s = "[";
@@ -110,8 +109,8 @@ ojson parse_json(const char* text, size_t length, const std::string& file, const
     return true;
   };
   auto invalid = [&](size_t byte, const std::string& reason) {
-    throw Error(message(file, std::string(context) + ": invalid JSON at byte " +
-                                  std::to_string(byte) + ": " + one_line(reason, true)));
+    throw InputError(message(file, std::string(context) + ": invalid JSON at byte " +
+                                       std::to_string(byte) + ": " + one_line(reason, true)));
   };
   // nlohmann stops at a NUL as if the input ended there, which would hide what follows.
   if (const void* nul = std::memchr(text, 0, length))
@@ -126,6 +125,17 @@ ojson parse_json(const char* text, size_t length, const std::string& file, const
     if (reason.rfind("parse error", 0) == 0)
       if (size_t p = reason.find(": "); p != std::string::npos) reason = reason.substr(p + 2);
     invalid(e.byte > 0 ? e.byte - 1 : 0, reason);  // e.byte counts from 1
+  } catch (const ojson::exception& e) {
+    // Anything else the parser throws (a number such as 1e400 overflowing a double:
+    // out_of_range.406) carries no position; name the key being read instead.
+    std::string where;
+    for (const Frame& f : stack)
+      if (f.object && !f.key.empty()) where += (where.empty() ? "" : ".") + f.key;
+    std::string reason = e.what();
+    if (size_t p = reason.find("] "); p != std::string::npos) reason = reason.substr(p + 2);
+    throw InputError(message(file, std::string(context) + ": invalid JSON" +
+                                       (where.empty() ? "" : " in '" + where + "'") + ": " +
+                                       one_line(reason, true)));
   }
   return {};
 }
@@ -149,38 +159,7 @@ Shape make_shape(const std::vector<int64_t>& d) {
   throw Error("make_shape: rank " + std::to_string(d.size()) + " exceeds 4");
 }
 
-// Reads a whole (small) file; errors name `path`.
-std::string read_file(const std::string& path, uint64_t limit) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(message(path, "cannot open: " + errno_text(errno)));
-  auto fail = [&](const std::string& what) {
-    ::close(fd);
-    throw Error(message(path, what));
-  };
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) fail("cannot open: " + errno_text(errno));
-  if (!S_ISREG(st.st_mode)) fail("cannot open: not a regular file");
-  if (static_cast<uint64_t>(st.st_size) > limit)
-    fail("larger than the " + std::to_string(limit) + "-byte limit");
-  std::string out;
-  out.resize(static_cast<size_t>(st.st_size));
-  size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = ::read(fd, out.data() + done, out.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("cannot read: " + errno_text(n < 0 ? errno : EIO));
-    done += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  return out;
-}
-
 }  // namespace
-
-std::optional<DType> dtype_from_safetensors(const std::string& name) {
-  const DtypeSpec* d = find_dtype(name);
-  return d ? d->dtype : std::nullopt;
-}
 
 const char* safetensors_dtype_name(DType dtype) {
   switch (dtype) {
@@ -198,57 +177,41 @@ const char* safetensors_dtype_name(DType dtype) {
 // SafetensorsFile
 
 void SafetensorsFile::fail(const std::string& what, const std::string& tensor) const {
-  throw Error(message(path_, what, tensor));
+  throw InputError(message(path_, what, tensor));
 }
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open: " + errno_text(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    fail("cannot open: " + errno_text(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail("cannot open: not a regular file");
-  }
-  const auto file_size = static_cast<uint64_t>(st.st_size);
-  if (file_size < 8) {
-    ::close(fd);
-    fail("truncated: the file has " + std::to_string(file_size) +
-         " bytes, fewer than the 8-byte header length");
-  }
-  void* p = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int map_err = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (p == MAP_FAILED) fail("cannot map: " + errno_text(map_err));
-  map_ = static_cast<const uint8_t*>(p);
-  map_size_ = file_size;
-
+  // No mapping: a mapped file that shrinks while open (another process rewriting it) kills
+  // the reader with SIGBUS; pread sees the end of the file and reports it.
+  fd_ = open_regular_file(path, &file_size_);
   try {
+    if (file_size_ < 8)
+      fail("truncated: the file has " + std::to_string(file_size_) +
+           " bytes, fewer than the 8-byte header length");
     uint64_t n = 0;
-    std::memcpy(&n, map_, 8);
+    if (pread_full(fd_, &n, 8, 0, path_) != 8) fail("truncated while reading the header length");
     if (n > kMaxHeaderBytes)
       fail("header length " + std::to_string(n) + " exceeds the 100 MB limit");
-    if (8 + n > file_size)
+    if (8 + n > file_size_)
       fail("header length " + std::to_string(n) + " runs past the end of the " +
-           std::to_string(file_size) + "-byte file");
+           std::to_string(file_size_) + "-byte file");
     header_size_ = n;
-    parse_header(reinterpret_cast<const char*>(map_ + 8), n);
+    std::string header(static_cast<size_t>(n), '\0');
+    if (pread_full(fd_, header.data(), header.size(), 8, path_) != header.size())
+      fail("truncated while reading the header");
+    parse_header(header.data(), header.size());
   } catch (...) {
-    unmap();
+    close();
     throw;
   }
 }
 
-SafetensorsFile::~SafetensorsFile() { unmap(); }
+SafetensorsFile::~SafetensorsFile() { close(); }
 
 SafetensorsFile::SafetensorsFile(SafetensorsFile&& o) noexcept
     : path_(std::move(o.path_)),
-      map_(std::exchange(o.map_, nullptr)),
-      map_size_(std::exchange(o.map_size_, 0)),
+      fd_(std::exchange(o.fd_, -1)),
+      file_size_(std::exchange(o.file_size_, 0)),
       header_size_(o.header_size_),
       names_(std::move(o.names_)),
       infos_(std::move(o.infos_)),
@@ -257,10 +220,10 @@ SafetensorsFile::SafetensorsFile(SafetensorsFile&& o) noexcept
 
 SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& o) noexcept {
   if (this != &o) {
-    unmap();
+    close();
     path_ = std::move(o.path_);
-    map_ = std::exchange(o.map_, nullptr);
-    map_size_ = std::exchange(o.map_size_, 0);
+    fd_ = std::exchange(o.fd_, -1);
+    file_size_ = std::exchange(o.file_size_, 0);
     header_size_ = o.header_size_;
     names_ = std::move(o.names_);
     infos_ = std::move(o.infos_);
@@ -270,10 +233,9 @@ SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& o) noexcept {
   return *this;
 }
 
-void SafetensorsFile::unmap() {
-  if (map_) ::munmap(const_cast<uint8_t*>(map_), map_size_);
-  map_ = nullptr;
-  map_size_ = 0;
+void SafetensorsFile::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
 }
 
 void SafetensorsFile::parse_header(const char* json, size_t length) {
@@ -369,10 +331,10 @@ void SafetensorsFile::parse_header(const char* json, size_t length) {
            ti.name);
     expected = ti.end;
   }
-  const uint64_t data_bytes = map_size_ - 8 - header_size_;
+  const uint64_t data_bytes = file_size_ - 8 - header_size_;
   if (expected > data_bytes)
     fail("data ends at byte " + std::to_string(8 + header_size_ + expected) + " but the file has " +
-             std::to_string(map_size_) + " bytes (truncated)",
+             std::to_string(file_size_) + " bytes (truncated)",
          infos.back().name);
   if (expected < data_bytes)
     fail(std::to_string(data_bytes - expected) + " trailing bytes after the data");
@@ -390,9 +352,21 @@ const TensorInfo& SafetensorsFile::info(const std::string& name) const {
   return infos_[it->second];
 }
 
-std::span<const uint8_t> SafetensorsFile::bytes(const std::string& name) const {
+void SafetensorsFile::read(const std::string& name, std::span<uint8_t> out) const {
   const TensorInfo& ti = info(name);
-  return {map_ + 8 + header_size_ + ti.begin, static_cast<size_t>(ti.nbytes())};
+  if (out.size() != ti.nbytes())
+    throw Error(message(path_, "read into " + std::to_string(out.size()) + " bytes, the tensor has " +
+                                   std::to_string(ti.nbytes()),
+                        name));
+  const uint64_t at = 8 + header_size_ + ti.begin;
+  if (pread_full(fd_, out.data(), out.size(), at, path_) != out.size()) {
+    struct stat st {};
+    const std::string now =
+        ::fstat(fd_, &st) == 0 ? std::to_string(st.st_size) + " bytes" : "fewer bytes";
+    fail("the file was truncated while open: it had " + std::to_string(file_size_) +
+             " bytes when opened and has " + now + " now",
+         name);
+  }
 }
 
 Tensor SafetensorsFile::load(const std::string& name) const {
@@ -403,8 +377,7 @@ Tensor SafetensorsFile::load(const std::string& name) const {
              std::to_string(Shape::kMaxRank),
          name);
   Tensor t = Tensor::empty(make_shape(ti.shape), *ti.dtype);
-  std::span<const uint8_t> src = bytes(name);
-  if (!src.empty()) std::memcpy(t.raw_data(), src.data(), src.size());
+  read(name, {static_cast<uint8_t*>(t.raw_data()), static_cast<size_t>(ti.nbytes())});
   return t;
 }
 
@@ -423,7 +396,7 @@ SafetensorsIndex::SafetensorsIndex(const std::string& path) {
     }
     single = (fs::path(path) / "model.safetensors").string();
     if (!fs::exists(single, ec))
-      throw Error(
+      throw InputError(
           message(path, "no model.safetensors.index.json or model.safetensors in this directory"));
   } else if (fs::path(path).extension() == ".json") {
     open_index(path);
@@ -439,9 +412,9 @@ void SafetensorsIndex::open_index(const std::string& index_path) {
   namespace fs = std::filesystem;
   path_ = index_path;
   auto fail = [&](const std::string& what, const std::string& tensor = {}) {
-    throw Error(message(index_path, what, tensor));
+    throw InputError(message(index_path, what, tensor));
   };
-  const std::string text = read_file(index_path, kMaxHeaderBytes);
+  const std::string text = read_small_file(index_path, kMaxHeaderBytes);
   std::optional<Duplicate> dup;
   ojson doc = parse_json(text.data(), text.size(), index_path, "index", dup);
   if (!doc.is_object()) fail("not a JSON object");
@@ -480,7 +453,7 @@ void SafetensorsIndex::open_index(const std::string& index_path) {
 
 const SafetensorsFile& SafetensorsIndex::file(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) throw Error(message(path_, "no such tensor", name));
+  if (it == where_.end()) throw InputError(message(path_, "no such tensor", name));
   return *files_[it->second];
 }
 
@@ -488,8 +461,8 @@ const TensorInfo& SafetensorsIndex::info(const std::string& name) const {
   return file(name).info(name);
 }
 
-std::span<const uint8_t> SafetensorsIndex::bytes(const std::string& name) const {
-  return file(name).bytes(name);
+void SafetensorsIndex::read(const std::string& name, std::span<uint8_t> out) const {
+  file(name).read(name, out);
 }
 
 Tensor SafetensorsIndex::load(const std::string& name) const { return file(name).load(name); }

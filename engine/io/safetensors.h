@@ -6,15 +6,19 @@
 // with offsets relative to the start of the data, plus an optional "__metadata__"
 // string->string map.
 //
-// SafetensorsFile memory-maps one file read-only and validates the whole header up
-// front (the checks of the reference "safe" reader: header size, JSON, duplicate names,
-// dtypes, contiguous offsets, byte sizes, exact file size), so every later lookup is
-// cheap and cannot fail on a malformed file. SafetensorsIndex opens a model that is
+// SafetensorsFile opens one file and validates the whole header up front (the checks of
+// the reference "safe" reader: header size, JSON, duplicate names, dtypes, contiguous
+// offsets, byte sizes, exact file size), so every later lookup is cheap and cannot fail on
+// a malformed file. Tensor bytes are read with pread, not through a mapping: a file that
+// another process truncates while it is open gives an error naming the file and tensor,
+// where a mapped copy would die with SIGBUS. FIFOs and devices are refused before they
+// can block. SafetensorsIndex opens a model that is
 // either one file or shards listed in model.safetensors.index.json. write_safetensors
 // writes atomically (temporary name, fsync, rename).
 //
 // Every error is an engine::Error with a one-line message naming the file and, where
-// there is one, the tensor: "<path>: <what> (tensor '<name>')".
+// there is one, the tensor: "<path>: <what> (tensor '<name>')". Reading errors are
+// engine::InputError: the files are the user's.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -44,8 +48,6 @@ struct TensorInfo {
   uint64_t nbytes() const { return end - begin; }
 };
 
-// The engine dtype for a safetensors dtype name, if the engine has one.
-std::optional<DType> dtype_from_safetensors(const std::string& name);
 // The safetensors spelling of an engine dtype; throws for NF4 (store packed NF4 as U8).
 const char* safetensors_dtype_name(DType dtype);
 
@@ -68,21 +70,22 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   uint64_t header_size() const { return header_size_; }  // N, the JSON length
 
-  // The tensor's bytes inside the mapping (valid while this object lives): lets a
-  // streaming loader convert or quantize without an intermediate copy.
-  std::span<const uint8_t> bytes(const std::string& name) const;
+  // Reads the tensor's bytes into `out` (exactly info(name).nbytes() long): lets a
+  // streaming loader convert or quantize from one staging buffer. Throws if the file was
+  // truncated since it was opened. Safe to call from several threads at once.
+  void read(const std::string& name, std::span<uint8_t> out) const;
   // A fresh CPU tensor holding a copy; errors for dtypes the engine lacks and rank > 4.
   // Safe to call from several threads at once.
   Tensor load(const std::string& name) const;
 
  private:
-  void unmap();
+  void close();
   [[noreturn]] void fail(const std::string& what, const std::string& tensor = {}) const;
   void parse_header(const char* json, size_t length);
 
   std::string path_;
-  const uint8_t* map_ = nullptr;  // the whole file
-  size_t map_size_ = 0;
+  int fd_ = -1;
+  uint64_t file_size_ = 0;  // when opened
   uint64_t header_size_ = 0;
   std::vector<std::string> names_;
   std::vector<TensorInfo> infos_;  // parallel to names_
@@ -104,7 +107,7 @@ class SafetensorsIndex {
   const std::vector<std::string>& names() const { return names_; }  // index (or file) order
   bool has(const std::string& name) const { return where_.count(name) != 0; }
   const TensorInfo& info(const std::string& name) const;
-  std::span<const uint8_t> bytes(const std::string& name) const;
+  void read(const std::string& name, std::span<uint8_t> out) const;
   Tensor load(const std::string& name) const;
   // The shard holding `name` (to read its metadata or path).
   const SafetensorsFile& file(const std::string& name) const;

@@ -32,7 +32,6 @@ class AdamW {
   // Moment tensors, for checkpointing the optimizer.
   std::vector<Tensor>& first_moments() { return m_; }
   std::vector<Tensor>& second_moments() { return v_; }
-  void set_steps(int64_t steps) { step_ = steps; }
 
  private:
   std::vector<Tensor> params_, m_, v_;

@@ -23,7 +23,7 @@ ScheduleKind parse_schedule_kind(const std::string& name) {
   if (name == "constant") return ScheduleKind::Constant;
   if (name == "linear") return ScheduleKind::Linear;
   if (name == "cosine") return ScheduleKind::Cosine;
-  throw Error("unknown learning-rate schedule '" + name + "' (constant, linear, cosine)");
+  throw InputError("unknown learning-rate schedule '" + name + "' (constant, linear, cosine)");
 }
 
 }  // namespace engine::optim

@@ -26,6 +26,9 @@ const std::array<float, kmath::kDynamicMapSize>& dynamic_map() {
   return map;
 }
 
+// The per-block reference of the kernel: bitsandbytes' arithmetic, special values
+// included (a NaN vanishes in the max, an Inf zeroes its block), so that the CUDA
+// quantizer can be compared with it on them. quantize_nf4 refuses them up front.
 float block_absmax(const float* x, int64_t n) {
   float a = 0.0f;
   for (int64_t i = 0; i < n; ++i) a = std::max(a, std::fabs(x[i]));
@@ -100,6 +103,10 @@ Nf4Weight quantize_nf4(const Tensor& w, bool double_quant) {
                "quantize_nf4 needs a float tensor, got ", w.str());
   ENGINE_CHECK(w.numel() > 0, "quantize_nf4 of an empty tensor ", w.str());
   const Tensor x = f32_on_cpu(w);
+  const float* values = x.data<float>();
+  for (int64_t i = 0; i < x.numel(); ++i)
+    ENGINE_CHECK(std::isfinite(values[i]), "quantize_nf4: non-finite value ", values[i],
+                 " at flat index ", i, " of ", w.str());
   Nf4Weight q;
   q.shape = x.shape();
   q.double_quant = double_quant;

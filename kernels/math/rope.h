@@ -25,8 +25,9 @@
 
 namespace kmath {
 
-// Plain copy of engine::RopeConfig, so .cu files need no engine header.
-struct RopeParams {
+// Rotary embedding frequencies, with optional Llama 3.1 ("llama3") scaling: the one
+// struct for them (engine::RopeConfig, the rope op's attribute, is this type).
+struct RopeConfig {
   float theta = 10000.0f;
   float scaling_factor = 0.0f;  // 0: no llama3 scaling
   float low_freq_factor = 1.0f;
@@ -35,7 +36,7 @@ struct RopeParams {
 };
 
 // Inverse frequency of pair i (0 <= i < head_dim/2).
-HD float rope_inv_freq(int i, int head_dim, const RopeParams& p) {
+HD float rope_inv_freq(int i, int head_dim, const RopeConfig& p) {
   float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
   float inv = 1.0f / powf(p.theta, exponent);
   if (!(p.scaling_factor > 0.0f)) return inv;

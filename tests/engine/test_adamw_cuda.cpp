@@ -15,6 +15,7 @@
 #include "engine/optim/adamw.h"
 #include "engine/rng.h"
 #include "kernels/math/bf16.h"
+#include "tests/support/compare.h"
 #include "tests/support/gpu.h"
 #if ENGINE_WITH_CUDA
 #include "engine/cuda/runtime.h"
@@ -28,15 +29,7 @@ using engine::DType;
 using engine::Shape;
 using engine::Tensor;
 
-void expect_bitwise(const Tensor& gpu, const Tensor& cpu, const std::string& what) {
-  const std::vector<float> a = gpu.to_floats(), b = cpu.to_floats();
-  ASSERT_EQ(a.size(), b.size()) << what;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (std::memcmp(&a[i], &b[i], 4) != 0) {
-      ADD_FAILURE() << what << " element " << i << ": cuda " << a[i] << ", cpu " << b[i];
-      return;
-    }
-}
+using testing_support::expect_bitwise;
 
 TEST(AdamWCuda, FusedStepIsBitwiseTheCpuOptimizer) {
   SKIP_WITHOUT_GPU();
@@ -99,9 +92,9 @@ TEST(AdamWCuda, UnalignedTensorsMatchTheSharedMath) {
                             Device::cuda());
   kernels::adamw_step(&t, 1, s, ws.raw_data(), ws.nbytes(), engine::cuda::current_stream());
   for (int64_t j = 1; j <= n; ++j) kmath::adamw_update(p[j], g[j], m[j], v[j], s);
-  EXPECT_EQ(std::memcmp(dp.to_floats().data(), p.data(), 4 * (n + 1)), 0);
-  EXPECT_EQ(std::memcmp(dm.to_floats().data(), m.data(), 4 * (n + 1)), 0);
-  EXPECT_EQ(std::memcmp(dv.to_floats().data(), v.data(), 4 * (n + 1)), 0);
+  expect_bitwise(dp.to_floats(), p, "param");
+  expect_bitwise(dm.to_floats(), m, "m");
+  expect_bitwise(dv.to_floats(), v, "v");
 #endif
 }
 

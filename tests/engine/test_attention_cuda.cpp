@@ -1,4 +1,4 @@
-// The attention op on CUDA (engine/cuda/attention_op.cpp, kernels/attention_*.cu)
+// The attention op on CUDA (engine/cuda/attention.cpp, kernels/attention_*.cu)
 // against the CPU reference (engine/cpu/attention.cpp).
 //
 // Tensor-core path: bf16, D = 64 and 128, T in {1, 17, 128, 300} (partial tiles, one
@@ -40,6 +40,7 @@
 #include "engine/cpu/ops.h"
 #include "engine/error.h"
 #include "engine/rng.h"
+#include "tests/support/compare.h"
 #include "tests/support/gpu.h"
 
 #if ENGINE_WITH_CUDA
@@ -94,7 +95,7 @@ struct Results {
 
 Results cpu_reference(const Problem& p) {
   OpContext ctx;
-  ctx.attrs.scale = 0.0f;
+  ctx.attrs.softmax_scale = 0.0f;
   Results r;
   r.out = engine::cpu::attention_forward(ctx, {p.q, p.k, p.v})[0].to_floats();
   r.lse = ctx.saved[4].to_floats();
@@ -109,13 +110,13 @@ Results cpu_reference(const Problem& p) {
 // the saved tensors for further backward runs.
 Results gpu_run(const Problem& p, DType dtype, OpContext& ctx) {
   auto dev = [&](const Tensor& t) { return t.to_dtype(dtype).to(Device::cuda()); };
-  ctx.attrs.scale = 0.0f;
+  ctx.attrs.softmax_scale = 0.0f;
   const size_t bytes = 4 * size_t(p.q.numel()) * 4 + 4096;
-  test_support::poison_device_pool(bytes);
+  testing_support::poison_device_pool(bytes);
   Results r;
   r.out = engine::cuda_ops::attention_forward(ctx, {dev(p.q), dev(p.k), dev(p.v)})[0].to_floats();
   r.lse = ctx.saved[4].to_floats();
-  test_support::poison_device_pool(bytes);
+  testing_support::poison_device_pool(bytes);
   std::vector<Tensor> g = engine::cuda_ops::attention_backward(ctx, {dev(p.dout)});
   r.dq = g[0].to_floats();
   r.dk = g[1].to_floats();
@@ -235,33 +236,13 @@ void finish(std::vector<double>& e, const std::vector<float>& ref, bool bf16_out
   }
 }
 
-void expect_within(const std::vector<float>& got, const std::vector<float>& ref,
-                   const std::vector<double>& tol, const std::string& what) {
-  ASSERT_EQ(got.size(), ref.size()) << what;
-  int bad = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double diff = std::fabs(double(got[i]) - ref[i]);
-    if (!(std::isfinite(got[i]) && diff <= tol[i]) && bad++ < 5)
-      ADD_FAILURE() << what << " element " << i << ": cuda " << got[i] << ", cpu " << ref[i]
-                    << ", |diff| " << diff << ", tolerance " << tol[i];
-  }
-  if (bad > 5) ADD_FAILURE() << what << ": " << bad << " elements out of tolerance";
-}
+using testing_support::bitwise_equal;
+using testing_support::expect_within;
 
 // The op harness's tolerance (fallback path: fp32 math, one output rounding).
 std::vector<double> harness_tolerance(const std::vector<float>& ref, DType dtype, int64_t k) {
-  double r = 0;
-  for (float x : ref) r += double(x) * x;
-  r = ref.empty() ? 0 : std::sqrt(r / double(ref.size()));
-  const double u_out = dtype == DType::BF16 ? 1.0 / 256 : kU32, k_u = 2.0 * double(k) * kU32;
-  std::vector<double> tol(ref.size());
-  for (size_t i = 0; i < ref.size(); ++i)
-    tol[i] = u_out * std::fabs(ref[i]) + k_u * (std::fabs(ref[i]) + r);
-  return tol;
-}
-
-bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  return testing_support::relative_tolerance(ref, testing_support::unit_roundoff(dtype),
+                                             2.0 * double(k) * kU32);
 }
 
 #endif  // ENGINE_WITH_CUDA
@@ -294,7 +275,7 @@ TEST_P(AttentionCudaFast, MatchesCpuWithinDerivedBoundsAndIsDeterministic) {
   expect_within(got.dv, ref.dv, tol.dv, at + " dv");
 
   // Determinism: a second backward from the same saved tensors, bit for bit.
-  test_support::poison_device_pool(4 * size_t(p.q.numel()) * 4 + 4096);
+  testing_support::poison_device_pool(4 * size_t(p.q.numel()) * 4 + 4096);
   std::vector<Tensor> again = engine::cuda_ops::attention_backward(
       ctx, {p.dout.to_dtype(DType::BF16).to(Device::cuda())});
   EXPECT_TRUE(bitwise_equal(again[0].to_floats(), got.dq)) << at << " dq differs between runs";
@@ -332,12 +313,12 @@ TEST(AttentionCuda, EveryGroupSplitMatchesCpu) {
   const Tensor &q = ctx.saved[0], &k = ctx.saved[1], &v = ctx.saved[2], &out = ctx.saved[3],
                &lse = ctx.saved[4];
   const Tensor go = p.dout.to_dtype(DType::BF16).to(Device::cuda());
-  const kernels::AttentionShape s{d.b, d.t, d.hq, d.hkv, d.d};
+  const kmath::AttentionDims s{d.b, d.t, d.hq, d.hkv, d.d};
   for (int splits : {1, 2, 4, 8}) {
     const size_t ws = kernels::attention_backward_workspace_bytes(kernels::ElemType::BF16, s, splits);
     std::vector<float> first_dk;
     for (int run = 0; run < 2; ++run) {
-      test_support::poison_device_pool(8 * size_t(q.numel()) * 4);
+      testing_support::poison_device_pool(8 * size_t(q.numel()) * 4);
       Tensor w = Tensor::empty({int64_t(ws / 4 + 1)}, DType::F32, Device::cuda());
       Tensor dq = Tensor::empty(q.shape(), DType::BF16, Device::cuda());
       Tensor dk = Tensor::empty(k.shape(), DType::BF16, Device::cuda());

@@ -8,6 +8,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "tests/support/compare.h"
 
 namespace engine {
 namespace {
@@ -39,10 +40,7 @@ Tensor repeat_heads(const Tensor& kv, int64_t group) {
   return Tensor::from_floats(dst, Shape{b, t, h * group, d});
 }
 
-void expect_near_all(const std::vector<float>& a, const std::vector<float>& b, float tol) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], tol) << "at " << i;
-}
+using testing_support::expect_near_all;
 
 TEST(AttentionRef, SingleTokenReturnsV) {
   // One key: softmax weight 1, so out = v of the head's KV head (GQA 4 -> 2).

@@ -14,6 +14,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
+#include "tests/support/compare.h"
 #include "tests/support/gpu.h"
 
 namespace {
@@ -40,10 +41,7 @@ Tensor table_grad(const Tensor& ids, const Tensor& table, const Tensor& grad) {
   return t.grad();
 }
 
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  const std::vector<float> x = a.to_floats(), y = b.to_floats();
-  return x.size() == y.size() && std::memcmp(x.data(), y.data(), 4 * x.size()) == 0;
-}
+using testing_support::bitwise_equal;
 
 struct Case {
   int64_t vocab, d;

@@ -10,6 +10,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "tests/support/compare.h"
 
 namespace engine {
 namespace {
@@ -24,10 +25,7 @@ void expect_error_mentions(const std::function<void()>& fn, const std::string& n
   }
 }
 
-void expect_near_all(const std::vector<float>& a, const std::vector<float>& b, float tol) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], tol) << "at " << i;
-}
+using testing_support::expect_near_all;
 
 // -log softmax(row)[t] and softmax(row) computed the textbook way.
 double row_loss(const std::vector<double>& row, int t) {

@@ -13,6 +13,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
+#include "kernels/cross_entropy_tiling.h"
 #include "kernels/math/cross_entropy.h"
 
 namespace {
@@ -179,7 +180,7 @@ TEST(LmHeadTiling, ScratchStaysWithinTheBudget) {
     for (int64_t bytes : {2, 4})
       for (int mode = 0; mode < 3; ++mode) {
         const bool split = mode > 0, acc = mode == 2;
-        const auto t = kmath::plan_lm_head_tiling(c.n, c.v, c.h, bytes, split, acc, 0);
+        const auto t = kernels::plan_lm_head_tiling(c.n, c.v, c.h, bytes, split, acc, 0);
         SCOPED_TRACE(testing::Message() << "n " << c.n << " v " << c.v << " h " << c.h << " bytes "
                                         << bytes << " mode " << mode << ": rows " << t.rows
                                         << " block " << t.vocab_block);
@@ -188,22 +189,22 @@ TEST(LmHeadTiling, ScratchStaysWithinTheBudget) {
         EXPECT_GE(t.vocab_block, std::min<int64_t>(c.v, 16));
         EXPECT_LE(t.vocab_block, c.v);
         EXPECT_TRUE(t.vocab_block == c.v || t.vocab_block % 16 == 0);
-        const kmath::LmHeadTiling least{1, std::min<int64_t>(c.v, 16)};
-        const int64_t budget = kmath::lm_head_budget_bytes(c.n, c.v, bytes);
-        if (kmath::lm_head_scratch_bytes(least, c.n, c.h, split, acc) <= budget) {
-          EXPECT_LE(kmath::lm_head_scratch_bytes(t, c.n, c.h, split, acc), budget);
+        const kernels::LmHeadTiling least{1, std::min<int64_t>(c.v, 16)};
+        const int64_t budget = kernels::lm_head_budget_bytes(c.n, c.v, bytes);
+        if (kernels::lm_head_scratch_bytes(least, c.n, c.h, split, acc) <= budget) {
+          EXPECT_LE(kernels::lm_head_scratch_bytes(t, c.n, c.h, split, acc), budget);
         }
       }
   }
   // The 70B bench shapes get tall, wide GEMM tiles (W is re-read once per row chunk).
-  const auto t = kmath::plan_lm_head_tiling(4096, 128256, 8192, 2, true, true, 0);
+  const auto t = kernels::plan_lm_head_tiling(4096, 128256, 8192, 2, true, true, 0);
   EXPECT_GE(t.rows, 256);
   EXPECT_GE(t.vocab_block, 4 * t.rows);
 }
 
 TEST(LmHeadTiling, GivenChunkRowsAreKept) {
-  EXPECT_EQ(kmath::plan_lm_head_tiling(11, 17, 7, 4, false, false, 4).rows, 4);
-  EXPECT_EQ(kmath::plan_lm_head_tiling(11, 17, 7, 4, false, false, 40).rows, 11);
+  EXPECT_EQ(kernels::plan_lm_head_tiling(11, 17, 7, 4, false, false, 4).rows, 4);
+  EXPECT_EQ(kernels::plan_lm_head_tiling(11, 17, 7, 4, false, false, 40).rows, 11);
 }
 
 }  // namespace

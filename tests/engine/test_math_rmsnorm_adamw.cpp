@@ -14,6 +14,7 @@
 #include "engine/rng.h"
 #include "kernels/math/adamw.h"
 #include "kernels/math/rmsnorm.h"
+#include "tests/support/compare.h"
 
 namespace {
 
@@ -124,9 +125,9 @@ TEST(AdamWMath, SharedUpdateIsBitwiseTheLegacyLoop) {
       legacy_update(p2[j], g[j], m2[j], v2[j], s);
     }
   }
-  EXPECT_EQ(std::memcmp(p.data(), p2.data(), n * 4), 0);
-  EXPECT_EQ(std::memcmp(m.data(), m2.data(), n * 4), 0);
-  EXPECT_EQ(std::memcmp(v.data(), v2.data(), n * 4), 0);
+  testing_support::expect_bitwise(p, p2, "param");
+  testing_support::expect_bitwise(m, m2, "m");
+  testing_support::expect_bitwise(v, v2, "v");
 }
 
 TEST(AdamWMath, MatchesDoubleTranscriptionOfTorch) {
@@ -173,7 +174,7 @@ TEST(AdamWMath, OptimizerUsesTheSharedUpdate) {
     kmath::AdamWStep s = step_for(t, cfg.lr, cfg.weight_decay);
     for (int j = 0; j < 33; ++j) legacy_update(q[j], g[j], m[j], v[j], s);
   }
-  EXPECT_EQ(std::memcmp(p.data<float>(), q.data(), 33 * 4), 0);
+  testing_support::expect_bitwise(p.to_floats(), q, "param");
 }
 
 }  // namespace

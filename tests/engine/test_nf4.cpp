@@ -501,4 +501,14 @@ TEST(Nf4Quantize, RejectsNonFloatAndEmptyTensors) {
   EXPECT_THROW(quant::quantize_nf4(Tensor::empty({0}, DType::F32)), engine::Error);
 }
 
+// A NaN used to vanish in the block's absmax and come back as a code; an Inf zeroed its
+// block. Both are refused instead of stored as something else.
+TEST(Nf4Quantize, RejectsNonFiniteValues) {
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    std::vector<float> x(130, 0.25f);
+    x[100] = bad;
+    EXPECT_THROW(quant::quantize_nf4(Tensor::from_floats(x, {130})), engine::Error) << bad;
+  }
+}
+
 }  // namespace

@@ -13,14 +13,15 @@
 #include <random>
 #include <vector>
 
-#include "engine/cuda/check.h"
 #include "engine/cuda/runtime.h"
 #include "engine/quant/nf4.h"
 #include "engine/quant/nf4_linear.h"
 #include "engine/tensor.h"
+#include "kernels/check.h"
 #include "kernels/math/bf16.h"
 #include "kernels/nf4.h"
 #include "kernels/nf4_layout.h"
+#include "tests/support/compare.h"
 #include "tests/support/gpu.h"
 
 namespace {
@@ -75,15 +76,7 @@ Tensor poisoned(int64_t n, DType dtype) {
   return Tensor::full({n}, poison, dtype, kGpu);
 }
 
-template <class T>
-void expect_bitwise(const std::vector<T>& got, const std::vector<T>& want, const char* what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  int bad = 0;
-  for (size_t i = 0; i < got.size(); ++i)
-    if (std::memcmp(&got[i], &want[i], sizeof(T)) != 0 && bad++ < 5)
-      ADD_FAILURE() << what << "[" << i << "]: device " << +got[i] << ", cpu " << +want[i];
-  EXPECT_EQ(bad, 0) << what;
-}
+using testing_support::expect_bitwise;
 
 struct CpuQuant {
   std::vector<uint8_t> packed, absmax_q;
@@ -288,7 +281,8 @@ void expect_matmul_close(const std::vector<uint16_t>& y, const std::vector<uint1
                          const std::vector<float>& w_deq, int64_t m, int64_t n, int64_t k) {
   const double accum = (1.0 + std::ldexp(1.0, -8)) * static_cast<double>(k + nf4::kMaxSplits) *
                        std::ldexp(1.0, -23);
-  int bad = 0;
+  std::vector<float> got;
+  std::vector<double> ref, tol;
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
       double s = 0, mag = 0;
@@ -298,13 +292,11 @@ void expect_matmul_close(const std::vector<uint16_t>& y, const std::vector<uint1
         s += p;
         mag += std::fabs(p);
       }
-      const double got = kmath::bf16_bits_to_float(y[static_cast<size_t>(i * n + j)]);
-      const double bound = std::ldexp(std::fabs(s), -8) + accum * mag + 1e-30;
-      if (!(std::fabs(got - s) <= bound) && bad++ < 5)
-        ADD_FAILURE() << "y[" << i << ", " << j << "] = " << got << ", reference " << s
-                      << ", bound " << bound;
+      got.push_back(kmath::bf16_bits_to_float(y[static_cast<size_t>(i * n + j)]));
+      ref.push_back(s);
+      tol.push_back(std::ldexp(std::fabs(s), -8) + accum * mag);
     }
-  EXPECT_EQ(bad, 0);
+  testing_support::expect_within(got, ref, tol, "y (row-major [m, n])");
 }
 
 std::vector<uint16_t> random_bf16(int64_t n, uint32_t seed) {

@@ -29,10 +29,7 @@ using engine::Tensor;
 
 using testing_support::expect_close_to_reference;
 
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  const std::vector<float> x = a.to_floats(), y = b.to_floats();
-  return x.size() == y.size() && std::memcmp(x.data(), y.data(), 4 * x.size()) == 0;
-}
+using testing_support::bitwise_equal;
 
 // Host tensor rounded through dtype (what the device sees), as f32.
 Tensor as_seen(const Tensor& t, DType dt) { return t.to_dtype(dt).to_dtype(DType::F32); }

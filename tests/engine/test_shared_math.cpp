@@ -37,16 +37,6 @@ double central_diff(F f, double x) {
 }
 
 // The Llama-3.1-8B rope: theta 500000, head_dim 128, llama3 scaling 8 / 1 / 4 / 8192.
-kmath::RopeParams llama31_params() {
-  kmath::RopeParams p;
-  p.theta = 500000.0f;
-  p.scaling_factor = 8.0f;
-  p.low_freq_factor = 1.0f;
-  p.high_freq_factor = 4.0f;
-  p.original_max_position = 8192.0f;
-  return p;
-}
-
 engine::RopeConfig llama31_config() {
   engine::RopeConfig c;
   c.theta = 500000.0f;
@@ -86,7 +76,7 @@ TEST(SharedMath, SiluAndDerivativeMatchDoubleAndFiniteDifferences) {
 }
 
 TEST(SharedMath, RopeInvFreqWithoutScalingIsThetaPower) {
-  kmath::RopeParams p;  // theta 10000, no scaling
+  kmath::RopeConfig p;  // theta 10000, no scaling
   for (int i = 0; i < 64; ++i) {
     const double expect = std::pow(10000.0, -2.0 * i / 128.0);
     // powf (<= 1 ulp) then a reciprocal (0.5 ulp); 2i/128 is exact in fp32.
@@ -99,7 +89,7 @@ TEST(SharedMath, Llama3InvFreqMatchesDefinitionInAllThreeRegimes) {
   // divide by factor if wavelen > orig/low, otherwise interpolate with s.
   const double theta = 500000, factor = 8, low = 1, high = 4, orig = 8192;
   const int d = 128;
-  const kmath::RopeParams p = llama31_params();
+  const kmath::RopeConfig p = llama31_config();
   int kept = 0, divided = 0, smoothed = 0;
   for (int i = 0; i < d / 2; ++i) {
     const double inv = std::pow(theta, -2.0 * i / d);
@@ -132,7 +122,7 @@ TEST(SharedMath, Llama3InvFreqMatchesDefinitionInAllThreeRegimes) {
 }
 
 TEST(SharedMath, RopeRotationPreservesNormAndInverts) {
-  const kmath::RopeParams p = llama31_params();
+  const kmath::RopeConfig p = llama31_config();
   for (uint64_t k = 0; k < 20000; ++k) {
     const float x1 = kmath::philox_normal(3, 0, 2 * k), x2 = kmath::philox_normal(3, 0, 2 * k + 1);
     // Angles from real positions (up to 128k) and frequencies, so cos/sin see large arguments.
@@ -158,8 +148,6 @@ TEST(SharedMath, RopeOpMatchesRotateHalfFormula) {
   Tensor x = engine::normal(Shape{batch, seq, heads, dh}, 0.0f, 1.0f, gen);
   engine::RopeConfig cfg = llama31_config();
   cfg.original_max_position = 64.0f;  // so that dh = 16 also spans all three regimes
-  const kmath::RopeParams p{cfg.theta, cfg.scaling_factor, cfg.low_freq_factor,
-                            cfg.high_freq_factor, cfg.original_max_position};
   const std::vector<float> y = engine::ops::rope(x, cfg, offset).to_floats();
   const std::vector<float> xv = x.to_floats();
   for (int64_t row = 0; row < batch * seq * heads; ++row) {
@@ -168,7 +156,7 @@ TEST(SharedMath, RopeOpMatchesRotateHalfFormula) {
       // q' = q cos + rotate_half(q) sin, rotate_half(q) = cat(-q2, q1), angle of pair j % half.
       const int64_t i = j % half;
       const double angle = kmath::rope_angle(offset + t, kmath::rope_inv_freq(static_cast<int>(i),
-                                                                              static_cast<int>(dh), p));
+                                                                              static_cast<int>(dh), cfg));
       const double q = xv[row * dh + j];
       const double rot = j < half ? -double{xv[row * dh + j + half]} : double{xv[row * dh + j - half]};
       const double expect = q * std::cos(angle) + rot * std::sin(angle);

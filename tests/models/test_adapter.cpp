@@ -2,6 +2,7 @@
 // PEFT needs, and loading the factors into a fresh model reproduces its outputs.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -77,6 +78,28 @@ TEST(PeftAdapter, WriteReadRoundTripAndLoad) {
   for (const auto& entry : fs::directory_iterator(dir))
     EXPECT_EQ(entry.path().string().find(".tmp."), std::string::npos) << entry.path();
   fs::remove_all(dir);
+}
+
+// An adapter holding a NaN or Inf is refused before anything is written.
+TEST(PeftAdapter, NonFiniteFactorsAreNeverWritten) {
+  models::LoraConfig lora;
+  lora.r = 4;
+  lora.targets = {"q_proj", "v_proj"};
+  for (float bad : {std::nanf(""), INFINITY}) {
+    models::LlamaModel m = adapted(7, lora);
+    engine::Tensor b = m.lora_parameters().back().second;
+    b.data<float>()[5] = bad;
+    fs::path dir = temp_dir("nonfinite");
+    try {
+      models::write_peft_adapter(dir.string(), m, lora, "base");
+      ADD_FAILURE() << "wrote an adapter holding " << bad;
+    } catch (const engine::Error& e) {
+      std::string msg = e.what();
+      EXPECT_NE(msg.find(m.lora_parameters().back().first), std::string::npos) << msg;
+      EXPECT_NE(msg.find("flat index 5"), std::string::npos) << msg;
+    }
+    EXPECT_FALSE(fs::exists(dir));
+  }
 }
 
 TEST(PeftAdapter, ReadErrorsNameTheFile) {

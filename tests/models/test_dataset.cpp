@@ -232,6 +232,13 @@ TEST_F(DatasetTest, InvalidJsonReportsColumnOnOneLine) {
   expect_error("{\"text\": \"a\"}\n{\"text\": \x01}\n", ":2", "invalid JSON at column 10");
 }
 
+// A number beyond a double (the parser's out_of_range, not a parse_error) is one line with
+// the file and line like any other bad record.
+TEST_F(DatasetTest, OutOfRangeNumberIsALineError) {
+  expect_error("{\"text\": \"a\"}\n{\"text\": \"b\", \"score\": 1e400}\n", ":2",
+               "invalid JSON: number overflow parsing '1e400'");
+}
+
 TEST_F(DatasetTest, EmptyAndUnusableFiles) {
   expect_error("", "", "no examples");
   expect_error("\n  \n", "", "no examples");

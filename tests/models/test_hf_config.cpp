@@ -5,6 +5,7 @@
 #include "models/hf_config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -124,12 +125,13 @@ class HfConfigTest : public ::testing::Test {
     return write(text.replace(at, from.size(), to));
   }
 
-  // Loading must fail with one line that starts with the path and contains `needle`.
+  // Loading must fail with an input error (engine::InputError), one line that starts with
+  // the path and contains `needle`.
   static void expect_error(const std::string& path, const std::string& needle) {
     try {
       load_hf_config(path);
       ADD_FAILURE() << "no error for " << path << " (expected: " << needle << ")";
-    } catch (const engine::Error& e) {
+    } catch (const engine::InputError& e) {
       std::string msg = e.what();
       EXPECT_EQ(msg.rfind(path + ": ", 0), 0u) << msg;
       EXPECT_NE(msg.find(needle), std::string::npos) << msg;
@@ -154,6 +156,7 @@ TEST_F(HfConfigTest, Llama3_8B) {
   EXPECT_EQ(c.rope.scaling_factor, 0.0f);
   EXPECT_FALSE(c.tie_embeddings);
   EXPECT_EQ(c.torch_dtype, "bfloat16");
+  EXPECT_EQ(c.max_position, 8192);
   EXPECT_EQ(models::parameter_count(c), 8030261248);
 }
 
@@ -321,6 +324,51 @@ TEST_F(HfConfigTest, BadJson) {
 
 TEST_F(HfConfigTest, MissingFile) {
   expect_error((dir_ / "absent.json").string(), "cannot open");
+}
+
+// A FIFO named config.json is refused at once; opening it for reading would block.
+TEST_F(HfConfigTest, FifoIsRefusedWithoutBlocking) {
+  const std::string p = (dir_ / "config.json").string();
+  ASSERT_EQ(::mkfifo(p.c_str(), 0600), 0);
+  expect_error(p, "not a regular file");
+}
+
+// Numbers beyond a double are one line naming the field, not a raw parser exception.
+TEST_F(HfConfigTest, OutOfRangeNumberNamesTheField) {
+  expect_error(edited(R"("rope_theta": 500000.0,)", R"("rope_theta": 1e400,)"),
+               "invalid JSON in field \"rope_theta\": number overflow parsing '1e400'");
+  expect_error(edited(R"("rope_scaling": null,)", R"("rope_scaling": {"factor": -1e999},)"),
+               "invalid JSON in field \"rope_scaling.factor\"");
+}
+
+// JSON parsers disagree on which of two equal keys wins: refuse, naming the key.
+TEST_F(HfConfigTest, DuplicateKeyIsAnError) {
+  expect_error(edited(R"("hidden_size": 4096,)", R"("hidden_size": 4096, "hidden_size": 8192,)"),
+               "duplicate key \"hidden_size\"");
+  expect_error(edited(R"("rope_scaling": null,)",
+                      R"("rope_scaling": {"rope_type": "llama3", "factor": 8, "factor": 2},)"),
+               "duplicate key \"rope_scaling.factor\"");
+  // The same key in two different objects is fine.
+  LlamaConfig c = load_hf_config(edited(
+      R"("rope_scaling": null,)",
+      R"("rope_scaling": {"rope_type": "llama3", "factor": 8, "low_freq_factor": 1,
+          "high_freq_factor": 4, "original_max_position_embeddings": 8192, "rope_theta": 1e4},)"));
+  EXPECT_FLOAT_EQ(c.rope.theta, 1e4f);
+}
+
+// Sizes whose products would overflow int64 (q_dim = heads x head_dim, the parameter
+// count) are refused with the field's name before anything multiplies them.
+TEST_F(HfConfigTest, HugeSizesAreRefusedBeforeTheyOverflow) {
+  expect_error(edited(R"("num_attention_heads": 32,)",
+                      R"("num_attention_heads": 4611686018427387904, "head_dim": 4,)"),
+               "num_attention_heads 4611686018427387904 is above the limit of 16777216");
+  expect_error(edited(R"("num_attention_heads": 32,)",
+                      R"("num_attention_heads": 1048576, "head_dim": 1024,)"),
+               "num_attention_heads x head_dim = 1048576 x 1024");
+  expect_error(edited(R"("num_hidden_layers": 32,)", R"("num_hidden_layers": 16777216,)"),
+               "parameters, above the limit");
+  expect_error(edited(R"("max_position_embeddings": 8192,)", R"("max_position_embeddings": 0,)"),
+               "\"max_position_embeddings\" must be positive");
 }
 
 }  // namespace

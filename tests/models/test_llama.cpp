@@ -187,3 +187,28 @@ TEST(LlamaLora, PeftNamesShapesAndInitialisation) {
   EXPECT_EQ(a, plain_nf4.logits(d.ids).to_floats());
   EXPECT_EQ(m.trainable_parameters().size(), p.size());
 }
+
+// A NaN or Inf in a base weight (an Inf norm weight trains to an all-NaN adapter) is
+// refused at load, naming the source file and the weight.
+TEST(LlamaLoad, NonFiniteWeightsAreRefused) {
+  const models::LlamaConfig c = small_config();
+  for (const char* name : {"model.layers.1.input_layernorm.weight", "model.layers.0.mlp.up_proj.weight"})
+    for (float bad : {INFINITY, std::nanf("")}) {
+      models::NamedTensors weights = LlamaModel(c, 5).named_parameters();
+      for (auto& [n, t] : weights)
+        if (n == name) {
+          t = t.clone();
+          t.data<float>()[3] = bad;
+        }
+      try {
+        LlamaModel m(c, weights, "/models/x/model.safetensors");
+        ADD_FAILURE() << name << " holding " << bad << " was accepted";
+      } catch (const engine::InputError& e) {
+        const std::string msg = e.what();
+        EXPECT_EQ(msg.rfind(std::string("/models/x/model.safetensors: weight '") + name + "'", 0), 0u)
+            << msg;
+        EXPECT_NE(msg.find("non-finite value"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("flat index 3"), std::string::npos) << msg;
+      }
+    }
+}

@@ -11,7 +11,8 @@
 //
 // Limits: only the calls the engine, kernels, benches and tests make are defined; no
 // kernel launch, peer, managed, pinned-host, graph or IPC API; no sticky (context-
-// corrupting) errors; device properties are a Hopper-like subset, the rest zero.
+// corrupting) errors; device properties are those of the emulated GPU's architecture
+// (tests/simt/arch.h, SIMT_GPU) as far as the table has them, the rest zero.
 #include <cuda_runtime_api.h>
 
 #include <charconv>
@@ -22,6 +23,8 @@
 #include <mutex>
 #include <new>
 #include <unordered_map>
+
+#include "tests/simt/arch.h"
 
 // The headers leave the handle structs incomplete; completing them here makes fake
 // streams and events ordinary heap objects.
@@ -39,7 +42,6 @@ namespace {
 // cudaMalloc's alignment guarantee; the kernels' vector loads rely on it.
 constexpr size_t kAlignment = 256;
 constexpr size_t kDefaultCapacity = size_t{8} << 30;
-constexpr int kSharedPerBlockOptin = 227 << 10;
 
 thread_local cudaError_t last_error = cudaSuccess;
 
@@ -84,21 +86,22 @@ Memory& memory() {
 
 const cudaDeviceProp& emulated_device() {
   static const cudaDeviceProp prop = [] {
+    const simt::Arch& a = simt::arch();
     cudaDeviceProp p{};
-    std::snprintf(p.name, sizeof p.name, "%s", "SIMT emulator (CPU)");
-    p.major = 9;
-    p.minor = 0;
-    p.multiProcessorCount = 4;
+    std::snprintf(p.name, sizeof p.name, "SIMT emulator (CPU) as %s (%s)", a.name, a.example);
+    p.major = a.major;
+    p.minor = a.minor;
+    p.multiProcessorCount = simt::kEmulatedSms;
     p.totalGlobalMem = capacity();
-    p.sharedMemPerBlock = 48 << 10;
-    p.sharedMemPerBlockOptin = kSharedPerBlockOptin;
-    p.sharedMemPerMultiprocessor = 228 << 10;
+    p.sharedMemPerBlock = simt::kDefaultDynamicShared;
+    p.sharedMemPerBlockOptin = a.shared_per_block_optin;
+    p.sharedMemPerMultiprocessor = a.shared_per_sm;
     p.warpSize = 32;
-    p.maxThreadsPerBlock = 1024;
-    p.maxThreadsPerMultiProcessor = 2048;
-    p.regsPerBlock = 65536;
-    p.l2CacheSize = 50 << 20;
-    p.memoryBusWidth = 5120;
+    p.maxThreadsPerBlock = a.max_threads_per_block;
+    p.maxThreadsPerMultiProcessor = a.max_threads_per_sm;
+    p.regsPerBlock = a.regs_per_block;
+    p.regsPerMultiprocessor = a.regs_per_sm;
+    p.l2CacheSize = a.l2_bytes;
     return p;
   }();
   return prop;
@@ -193,7 +196,14 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     case cudaDevAttrComputeCapabilityMinor: *value = p.minor; break;
     case cudaDevAttrWarpSize: *value = p.warpSize; break;
     case cudaDevAttrMaxThreadsPerBlock: *value = p.maxThreadsPerBlock; break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = kSharedPerBlockOptin; break;
+    case cudaDevAttrMaxThreadsPerMultiProcessor: *value = p.maxThreadsPerMultiProcessor; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = int(p.sharedMemPerBlock); break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(p.sharedMemPerBlockOptin); break;
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor:
+      *value = int(p.sharedMemPerMultiprocessor);
+      break;
+    case cudaDevAttrMaxRegistersPerBlock: *value = p.regsPerBlock; break;
+    case cudaDevAttrMaxRegistersPerMultiprocessor: *value = p.regsPerMultiprocessor; break;
     case cudaDevAttrL2CacheSize: *value = p.l2CacheSize; break;
     default: return fail(cudaErrorInvalidValue);
   }
@@ -202,7 +212,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
 
 cudaError_t cudaFuncSetAttribute(const void* /*func*/, cudaFuncAttribute attr, int value) {
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize &&
-      (value < 0 || value > kSharedPerBlockOptin))
+      (value < 0 || size_t(value) > simt::arch().shared_per_block_optin))
     return fail(cudaErrorInvalidValue);
   return cudaSuccess;
 }

@@ -2,8 +2,6 @@
 #include "tests/simt/simt.h"
 
 #include <sys/mman.h>
-#include <setjmp.h>
-#include <ucontext.h>
 
 #include <algorithm>
 #include <array>
@@ -15,6 +13,8 @@
 #include <vector>
 
 #include "kernels/math/bf16.h"
+#include "tests/simt/arch.h"
+#include "tests/simt/fiber.h"
 
 namespace simt {
 
@@ -24,9 +24,8 @@ namespace {
 
 constexpr size_t kStackBytes = 256 * 1024;
 constexpr size_t kGuardBytes = 4096;  // below each stack: an overflow faults, it does not corrupt
-constexpr int kMaxThreads = 1024;
-constexpr size_t kMaxDynamicShared = 227 * 1024;     // sm_90's opt-in limit per block
-constexpr size_t kDefaultDynamicShared = 48 * 1024;  // without cudaFuncSetAttribute
+constexpr unsigned char kPoison = 0xFF;  // NaN in every float and bf16 format
+constexpr size_t kMaxStaticShared = 48 * 1024;  // per block, on every architecture (ptxas)
 
 struct PendingCopy {
   unsigned char* dst;
@@ -37,10 +36,8 @@ struct PendingCopy {
 
 struct Fiber {
   ThreadState state;
-  ucontext_t context{};  // first entry only; later switches are _setjmp/_longjmp
-  jmp_buf resume{};
-  unsigned char* stack = nullptr;
-  bool started = false, done = false;
+  FiberContext context;
+  bool done = false;
   bool at_block_barrier = false;
   uint64_t block_generation = 0;  // the block barrier generation it waits to end
   std::vector<PendingCopy> copies;
@@ -77,10 +74,11 @@ struct Block {
   Barrier barrier;
   int live = 0;
   std::vector<unsigned char> dynamic_shared;
+  std::vector<std::pair<const void*, size_t>> static_shared;  // key -> offset in the arena
+  size_t static_shared_bytes = 0;
   uint64_t events = 0;  // arrivals, releases and exits: progress, for deadlock detection
   std::exception_ptr error;
-  ucontext_t scheduler_context{};
-  jmp_buf scheduler{};
+  SchedulerContext scheduler;
   const std::function<void()>* body = nullptr;
 };
 
@@ -104,10 +102,7 @@ unsigned char* stack_for(size_t i) {
   return pool[i];
 }
 
-// Switching with _setjmp/_longjmp skips swapcontext's signal-mask system call.
-void yield() {
-  if (_setjmp(running->resume) == 0) _longjmp(block->scheduler, 1);
-}
+void yield() { fiber_yield(running->context, block->scheduler); }
 
 Warp& my_warp() { return block->warps[running->state.linear / 32]; }
 
@@ -158,30 +153,18 @@ void fiber_main() {
   Warp& warp = my_warp();
   release_warp_if_complete(warp, warp.full);
   for (auto& wb : warp.partial) release_warp_if_complete(warp, *wb);
-  _longjmp(block->scheduler, 1);  // never returns: this stack is abandoned
+  fiber_exit(block->scheduler);
 }
 
-// Runs f until it waits or ends. Its own function: locals of a function that calls
-// _setjmp may not survive the _longjmp back.
-[[gnu::noinline]] void resume(Block& b, Fiber& f) {
+// Runs f until it waits or ends.
+void resume(Block& b, Fiber& f) {
   running = &f;
   current = &f.state;
-  if (_setjmp(b.scheduler) == 0) {
-    if (f.started) _longjmp(f.resume, 1);
-    f.started = true;
-    swapcontext(&b.scheduler_context, &f.context);
-  }
+  fiber_enter(b.scheduler, f.context);
 }
 
-// Its own function: getcontext returns twice, which may clobber a caller's locals.
-[[gnu::noinline]] void make_fiber_context(Fiber& f, unsigned char* stack) {
-  f.stack = stack;
-  getcontext(&f.context);
-  f.context.uc_stack.ss_sp = f.stack;
-  f.context.uc_stack.ss_size = kStackBytes;
-  f.context.uc_link = nullptr;
-  makecontext(&f.context, fiber_main, 0);
-}
+// The static shared variables of the block in flight (one block runs at a time).
+alignas(128) unsigned char static_arena[kMaxStaticShared];
 
 void run_block(const std::function<void()>& body, dim3 grid, dim3 dims, uint3 index,
                size_t smem) {
@@ -189,7 +172,10 @@ void run_block(const std::function<void()>& body, dim3 grid, dim3 dims, uint3 in
   Block b;
   b.body = &body;
   b.live = threads;
-  b.dynamic_shared.assign(smem, 0xFF);  // poison: NaN in every float and bf16 format
+  // Shared memory is uninitialized at every block start on a GPU; here it holds poison,
+  // so that a read before the block's own write shows as NaN rather than passing with
+  // the previous block's values. Static variables are poisoned at their allocation.
+  b.dynamic_shared.assign(smem, kPoison);
   b.fibers.resize(static_cast<size_t>(threads));
   b.warps.resize(static_cast<size_t>((threads + 31) / 32));
   for (int i = 0; i < threads; ++i) b.warps[i / 32].live |= 1u << (i % 32);
@@ -203,7 +189,7 @@ void run_block(const std::function<void()>& body, dim3 grid, dim3 dims, uint3 in
     f.state.block_idx = index;
     f.state.block_dim = dims;
     f.state.grid_dim = grid;
-    make_fiber_context(f, stack_for(static_cast<size_t>(i)));
+    fiber_prepare(f.context, stack_for(static_cast<size_t>(i)), kStackBytes, fiber_main);
   }
   // Warp-serial schedule: one warp runs alone from one __syncthreads to the next, its
   // lanes interleaved at warp-wide instructions; warps take turns in forward order in
@@ -256,7 +242,7 @@ std::map<const void*, size_t>& dynamic_shared_limits() {
 }  // namespace
 
 bool allow_dynamic_shared(const void* kernel, int bytes) {
-  if (bytes < 0 || static_cast<size_t>(bytes) > kMaxDynamicShared) return false;
+  if (bytes < 0 || static_cast<size_t>(bytes) > arch().shared_per_block_optin) return false;
   dynamic_shared_limits()[kernel] = static_cast<size_t>(bytes);
   return true;
 }
@@ -264,14 +250,19 @@ bool allow_dynamic_shared(const void* kernel, int bytes) {
 void launch(const void* kernel, dim3 grid, dim3 dims, size_t smem,
             const std::function<void()>& body) {
   const uint64_t threads = uint64_t(dims.x) * dims.y * dims.z;
-  if (threads == 0 || threads > kMaxThreads || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
-      grid.y > 65535 || grid.z > 65535)
+  if (threads == 0 || threads > uint64_t(arch().max_threads_per_block) || grid.x == 0 ||
+      grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
     throw std::runtime_error("simt: invalid launch configuration");
   auto allowed = dynamic_shared_limits().find(kernel);
   const size_t limit =
       allowed == dynamic_shared_limits().end() ? kDefaultDynamicShared : allowed->second;
-  if (smem > limit)
-    throw std::runtime_error("simt: launch with more dynamic shared memory than the kernel allows");
+  if (smem > limit) {
+    std::ostringstream msg;
+    msg << "simt: launch with " << smem << " bytes of dynamic shared memory, above the "
+        << limit << " the kernel allows (" << arch().name << ": at most "
+        << arch().shared_per_block_optin << " after cudaFuncSetAttribute)";
+    throw std::runtime_error(msg.str());
+  }
   if (block != nullptr) throw std::runtime_error("simt: launch from inside a kernel");
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
@@ -279,6 +270,26 @@ void launch(const void* kernel, dim3 grid, dim3 dims, size_t smem,
 }
 
 unsigned char* dynamic_shared() { return block->dynamic_shared.data(); }
+
+void* static_shared(const void* key, size_t bytes) {
+  Block& b = *block;
+  for (const auto& [k, offset] : b.static_shared)
+    if (k == key) return static_arena + offset;
+  const size_t offset = (b.static_shared_bytes + 15) / 16 * 16;
+  if (offset + bytes > kMaxStaticShared)
+    throw std::runtime_error("simt: more than 48 KiB of static shared memory in one block");
+  if (offset + bytes + b.dynamic_shared.size() > arch().shared_per_block_optin) {
+    std::ostringstream msg;
+    msg << "simt: " << offset + bytes << " bytes of static and " << b.dynamic_shared.size()
+        << " of dynamic shared memory exceed the " << arch().shared_per_block_optin
+        << " of a block on " << arch().name;
+    throw std::runtime_error(msg.str());
+  }
+  std::memset(static_arena + offset, kPoison, bytes);
+  b.static_shared.emplace_back(key, offset);
+  b.static_shared_bytes = offset + bytes;
+  return static_arena + offset;
+}
 
 void sync_block() {
   Barrier& b = block->barrier;

@@ -6,10 +6,11 @@
 // replaced by the CPU test doubles fake_cudart.cpp and fake_cublaslt.cpp.
 //
 // Execution model: a launch runs its blocks one after another; every thread of a block
-// is a fiber (ucontext) with its own stack, so thread-private state (registers, locals)
-// is private and `__shared__` variables (made function-static here) are shared by the
-// block. A fiber runs until it reaches a barrier: __syncthreads, or a warp-wide
-// instruction (shuffles, __syncwarp, ldmatrix, mma.sync), where it waits for the others.
+// is a fiber (fiber.h) with its own stack, so thread-private state (registers, locals)
+// is private, and shared memory (KERNELS_SHARED and KERNELS_DYNAMIC_SHARED of
+// kernels/ptx.cuh) is one object per block. A fiber runs until it reaches a barrier:
+// __syncthreads, or a warp-wide instruction (shuffles, __syncwarp, ldmatrix, mma.sync),
+// where it waits for the others.
 // Deterministic: the same launch always interleaves the same way.
 //
 // What it checks: index math, bounds of the tiles, the use of every fragment layout
@@ -17,7 +18,8 @@
 // a live thread of its block, or lane of its mask, never reaches is reported as a
 // deadlock; threads that have exited count as arrived, as in PTX), cp.async
 // groups (copies land only at cp.async.wait_group, so reading a tile too early reads
-// the 0xFF poison that fills dynamic shared memory at every block start).
+// the 0xFF poison that fills all shared memory, static and dynamic, at every block
+// start), and the launch limits of the emulated GPU (arch.h: SIMT_GPU).
 // What it cannot check: real concurrency (races between blocks, the memory model),
 // timing, and hardware arithmetic differences (contracted FMAs, fast-math intrinsics).
 #pragma once
@@ -48,14 +50,18 @@ inline int lane() { return current->linear & 31; }
 
 // Runs body() as every thread of every block of `kernel`'s grid; returns when all have
 // finished. Throws std::runtime_error on a bad configuration (as a launch error would
-// be: more than 48 KiB of dynamic shared memory needs allow_dynamic_shared first) or a
-// deadlock, and rethrows what a thread threw.
+// be: more threads per block than the emulated GPU has, more than 48 KiB of dynamic
+// shared memory without allow_dynamic_shared) or a deadlock, and rethrows what a
+// thread threw.
 void launch(const void* kernel, dim3 grid, dim3 block, size_t dynamic_smem_bytes,
             const std::function<void()>& body);
-// cudaFuncAttributeMaxDynamicSharedMemorySize: false above the device's opt-in limit.
+// cudaFuncAttributeMaxDynamicSharedMemorySize: false above the emulated GPU's opt-in limit.
 bool allow_dynamic_shared(const void* kernel, int bytes);
 
 unsigned char* dynamic_shared();
+// The current block's object of `bytes` bytes for the static shared variable `key`
+// (KERNELS_SHARED): allocated and poisoned at the first call of the block.
+void* static_shared(const void* key, size_t bytes);
 
 void sync_block();
 void sync_warp(unsigned mask);
@@ -86,8 +92,12 @@ uint32_t pack_bf16x2(float lo, float hi);
 
 // ---- the CUDA device vocabulary, on the host ----------------------------------------
 
+// A plain `__shared__` variable would be a function static here, which keeps the previous
+// block's values (and GCC cannot place the statics of templates where the emulator could
+// poison them): kernels declare static shared memory with KERNELS_SHARED instead.
 #undef __shared__
-#define __shared__ static
+#define __shared__ \
+  _Pragma("GCC error \"SIMT: declare shared memory with KERNELS_SHARED (kernels/ptx.cuh)\"")
 #undef __launch_bounds__
 #define __launch_bounds__(...)
 #define threadIdx (::simt::current->thread_idx)

@@ -75,7 +75,7 @@ TEST(SimtIndices, EveryThreadOfA3DGridSeesItsCudaIndicesXFastest) {
 // ---- __syncthreads and the shuffles -------------------------------------------------------
 
 __global__ void reverse_through_shared(const int* in, int* out) {
-  __shared__ int tile[256];
+  KERNELS_SHARED(int[256], tile);
   tile[threadIdx.x] = in[threadIdx.x];
   __syncthreads();
   out[threadIdx.x] = tile[255 - threadIdx.x];

@@ -5,7 +5,7 @@
 
 #include "engine/tensor.h"
 
-namespace test_support {
+namespace testing_support {
 
 void poison_device_pool(size_t bytes) {
   std::vector<engine::Tensor> blocks;
@@ -17,4 +17,4 @@ void poison_device_pool(size_t bytes) {
   }
 }  // blocks return to the cache here, NaN-filled
 
-}  // namespace test_support
+}  // namespace testing_support

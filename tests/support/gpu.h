@@ -8,12 +8,12 @@
 
 #include "engine/backend.h"
 
-namespace test_support {
+namespace testing_support {
 // Fills cached CUDA blocks of every power-of-two size from 256 bytes to `bytes` with
 // NaN and returns them to the cache, so fresh outputs start out poisoned: an element a
 // kernel forgets to write shows up as NaN.
 void poison_device_pool(size_t bytes);
-}  // namespace test_support
+}  // namespace testing_support
 
 #define SKIP_WITHOUT_GPU()                                        \
   do {                                                            \

@@ -5,6 +5,7 @@
 
 #include "engine/autograd.h"
 #include "engine/rng.h"
+#include "tests/support/compare.h"
 
 namespace testing_support {
 
@@ -12,14 +13,7 @@ using engine::Tensor;
 
 namespace {
 
-constexpr double kUnitRoundoff = 1.0 / (1 << 24);
 constexpr int kMaxElementsPerInput = 48;
-
-double rms(const std::vector<float>& v) {
-  double s = 0;
-  for (float x : v) s += double(x) * x;
-  return v.empty() ? 0 : std::sqrt(s / v.size());
-}
 
 std::vector<float> forward_values(engine::OpId id, const std::vector<Tensor>& inputs,
                                   const engine::OpAttrs& attrs) {
@@ -48,7 +42,7 @@ GradCheckResult gradcheck(engine::OpId id, const OpCase& c, uint64_t seed,
   const std::vector<float> w = weights.to_floats();
   const std::vector<float> y0 = y.to_floats();
   const double y_rms = rms(y0);
-  const double k_u = static_cast<double>(c.accumulation) * kUnitRoundoff;
+  const double k_u = static_cast<double>(c.accumulation) * kUnitRoundoffF32;
 
   GradCheckResult result;
   for (size_t i = 0; i < leaves.size(); ++i) {

@@ -1,8 +1,11 @@
 #include "tests/support/op_cases.h"
 
+#include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include "engine/frozen_linear.h"
+#include "engine/quant/nf4_linear.h"
 #include "engine/rng.h"
 
 namespace testing_support {
@@ -65,7 +68,7 @@ void elementwise_cases(CaseBuilder& b, OpId id) {
       case OpId::SwiGLU: b.add(s.str(), {b.rand(s), b.rand(s)}, {true, true}, 1); break;
       case OpId::Scale: {
         OpAttrs a;
-        a.scale = -1.75f;
+        a.factor = -1.75f;
         b.add(s.str(), {b.rand(s)}, {true}, 1, a);
         break;
       }
@@ -119,10 +122,12 @@ void attention_cases(CaseBuilder& b) {
   for (Dims d : {Dims{1, 1, 1, 1, 4}, Dims{1, 5, 2, 2, 8}, Dims{2, 7, 4, 2, 6}, Dims{1, 9, 6, 1, 5}}) {
     std::ostringstream label;  // (not operator+: GCC 12 raises a false -Wrestrict there)
     label << "B" << d.batch << " T" << d.seq << " Hq" << d.hq << " Hkv" << d.hkv << " D" << d.d;
+    OpAttrs a;
+    a.softmax_scale = 1.0f;  // not the default 1/sqrt(D): the scale must be applied, not assumed
     b.add(label.str(),
           {b.rand({d.batch, d.seq, d.hq, d.d}), b.rand({d.batch, d.seq, d.hkv, d.d}),
            b.rand({d.batch, d.seq, d.hkv, d.d})},
-          {true, true, true}, d.seq * d.d);
+          {true, true, true}, d.seq * d.d, a);
   }
 }
 
@@ -143,7 +148,7 @@ void lora_linear_cases(CaseBuilder& b) {
   for (Dims d : {Dims{5, 7, 6, 2, 0.0f}, Dims{9, 13, 11, 4, 0.25f}}) {
     OpAttrs a;
     a.frozen = std::make_shared<engine::DenseFrozenLinear>(b.rand({d.out, d.in}));
-    a.scale = 2.0f;
+    a.lora_scaling = 2.0f;
     a.p = d.p;
     a.seed = 5;
     a.offset = 100;
@@ -155,14 +160,44 @@ void lora_linear_cases(CaseBuilder& b) {
   }
   OpAttrs a3;
   a3.frozen = std::make_shared<engine::DenseFrozenLinear>(b.rand({4, 6}));
-  a3.scale = 0.5f;
+  a3.lora_scaling = 0.5f;
   b.add("x [2,3,6] batched", {b.rand({2, 3, 6}), b.rand({3, 6}), b.rand({4, 3})}, {true, true, true},
         6 + 3, a3);
+
+  // QLoRA: an NF4 (double-quantized) frozen weight with a short last block. 9 rows take
+  // the direct NF4 kernel on CUDA, 80 rows the dequantize-then-GEMM path. Longest chain:
+  // dA sums dy B (out terms) over the rows, so K = max(in, out) + max(r, rows).
+  struct Nf4Dims { Shape x; int64_t out, r; float p; };
+  for (Nf4Dims d : {Nf4Dims{{9, 13}, 11, 4, 0.25f}, Nf4Dims{{2, 40, 13}, 7, 3, 0.0f}}) {
+    const int64_t in = d.x.last(), rows = d.x.numel() / in;
+    OpAttrs a;
+    auto w = engine::quant::Nf4FrozenLinear::quantize(b.rand({d.out, in}));
+    a.frozen = w;
+    a.lora_scaling = 2.0f;
+    a.p = d.p;
+    a.seed = 9;
+    a.offset = 7;
+    std::ostringstream label;
+    label << "NF4 x " << d.x.str() << " out " << d.out << " r " << d.r << " dropout " << d.p;
+    b.add(label.str(), {b.rand(d.x), b.rand({d.r, in}), b.rand({d.out, d.r})}, {true, true, true},
+          std::max(in, d.out) + std::max(d.r, rows), a);
+    // On bf16 inputs CUDA computes in bf16 (engine/cuda/lora_linear.cpp): y and dx pass
+    // through two bf16 roundings (W, then t = d(x) A^T or g_b = dy B, then the staged
+    // term the last GEMM adds), dA and dB through one (g_b, t).
+    OpCase& c = b.cases.back();
+    c.bf16_roundings = 2;
+    c.abs_attrs = a;
+    std::vector<float> abs_w = w->dequantize(engine::DType::F32, engine::Device::cpu()).to_floats();
+    for (float& v : abs_w) v = std::fabs(v);
+    c.abs_attrs.frozen = std::make_shared<engine::DenseFrozenLinear>(
+        Tensor::from_floats(abs_w, {d.out, in}));
+  }
 }
 
-// Reduction lengths: logits sum over H, lse and dh over V, the loss and dW over N;
-// + 128 because the CUDA bf16 path carries the logits' gradient as a bf16 hi + lo
-// pair, exact to 2^-16 = 256 u_f32 relative (kernels/math/cross_entropy.h).
+// Reduction lengths: logits sum over H, lse and dh over V, the loss and dW over N.
+// The CUDA bf16 path alone adds 128: it carries the logits' gradient as a bf16 hi + lo
+// pair, exact to 2^-16 = 256 u_f32 relative (kernels/math/cross_entropy.h), and the
+// bound counts 2 u_f32 per unit of accumulation.
 void lm_head_cross_entropy_cases(CaseBuilder& b) {
   struct Dims { int64_t n, h, v, chunk; float ignored; };
   for (Dims d : {Dims{11, 7, 17, 4, 0.3f}, Dims{5, 9, 13, 0, 0.0f}, Dims{6, 5, 3, 1, 0.5f}}) {
@@ -174,7 +209,8 @@ void lm_head_cross_entropy_cases(CaseBuilder& b) {
     b.add(label.str(),
           {b.rand({d.n, d.h}, -1.5f, 1.5f), b.rand({d.v, d.h}, -1.5f, 1.5f),
            b.ids({d.n}, static_cast<int32_t>(d.v), d.ignored)},
-          {true, true, false}, d.n + d.h + d.v + 128, a);
+          {true, true, false}, d.n + d.h + d.v, a);
+    b.cases.back().bf16_accumulation = 128;
   }
 }
 

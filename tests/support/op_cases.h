@@ -17,8 +17,19 @@ struct OpCase {
   engine::OpAttrs attrs;
   std::vector<bool> differentiable;     // per input: check its gradient
   // Longest chain of rounded operations feeding one output element (the reduction
-  // length): tolerances grow linearly with it.
+  // length) on the CPU reference: tolerances grow linearly with it.
   int64_t accumulation = 1;
+
+  // Error terms of the CUDA path alone when its inputs are bf16. The CUDA parity check
+  // adds them; the CPU gradient check never sees them.
+  // bf16_accumulation: extra accumulation length (lm_head's bf16 hi + lo gradient split).
+  int64_t bf16_accumulation = 0;
+  // bf16_roundings: intermediates rounded to bf16 along one product chain (a frozen NF4
+  // weight makes lora_linear compute in bf16). Each costs at most u_bf16 times the sum of
+  // the absolute products, which is the op itself evaluated on |inputs| with `abs_attrs`
+  // (the attributes with |W| as the frozen weight): the op must be multilinear.
+  int bf16_roundings = 0;
+  engine::OpAttrs abs_attrs;
 };
 
 // Fresh random cases for `id`; `seed` makes a failing run reproducible.

@@ -1,14 +1,17 @@
 // train70b as users meet it: --help shows the defaults; a short run from a
 // Hugging Face directory lowers the held-out loss and writes a PEFT adapter and
 // metrics; bad flags, missing files, bad JSON and wrong shapes end with one line on
-// stderr, a non-zero exit, and no output directory.
+// stderr that names the user's file and place (never a source path), a non-zero exit,
+// and no output directory.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 
 #include "engine/io/safetensors.h"
@@ -53,8 +56,9 @@ class Train70b : public testing::Test {
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   void write(const std::string& name, const std::string& text) const { std::ofstream(dir_ / name) << text; }
 
-  // A Hugging Face model directory: config.json + model.safetensors of a random tiny Llama.
-  std::string make_hf_model(bool break_a_shape = false) const {
+  // A Hugging Face model directory: config.json + model.safetensors of a random tiny Llama;
+  // with `broken`, one weight has a wrong shape and *broken is its name.
+  std::string make_hf_model(std::string* broken = nullptr) const {
     fs::path model = dir_ / "model";
     fs::create_directories(model);
     std::ofstream(model / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -64,7 +68,10 @@ class Train70b : public testing::Test {
     models::LlamaConfig c = models::preset("tiny");
     c.hidden = 32, c.layers = 2, c.heads = 4, c.kv_heads = 2, c.head_dim = 8, c.intermediate = 48, c.vocab = 40;
     models::NamedTensors weights = models::LlamaModel(c, 5).named_parameters();
-    if (break_a_shape) weights[3].second = engine::Tensor::zeros({7, 7});
+    if (broken) {
+      weights[3].second = engine::Tensor::zeros({7, 7});
+      *broken = weights[3].first;
+    }
     for (auto& [name, t] : weights) t = t.to_dtype(engine::DType::BF16);  // as HF ships them
     engine::io::write_safetensors((model / "model.safetensors").string(), weights, {{"format", "pt"}});
     return model.string();
@@ -81,10 +88,18 @@ class Train70b : public testing::Test {
     return path("data.jsonl");
   }
 
-  static void expect_one_line_error(const RunResult& r, const std::string& needle) {
+  // One line on stderr, holding every needle and no place in the engine's sources.
+  static void expect_one_line_error(const RunResult& r, std::initializer_list<std::string> needles) {
     EXPECT_NE(r.exit_code, 0) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.rfind("train70b: ", 0), 0u) << r.err;
+    for (const std::string& needle : needles)
+      EXPECT_NE(r.err.find(needle), std::string::npos) << needle << "\n" << r.err;
+    for (const char* source : {ENGINE_SOURCE_DIR, ".cpp:", ".h:", ".cu:", ".cuh:"})
+      EXPECT_EQ(r.err.find(source), std::string::npos) << source << "\n" << r.err;
+  }
+  static void expect_one_line_error(const RunResult& r, const std::string& needle) {
+    expect_one_line_error(r, {needle});
   }
 
   fs::path dir_;
@@ -146,9 +161,171 @@ TEST_F(Train70b, BadFilesAreOneLineErrorsAndWriteNothing) {
   expect_one_line_error(run("--dataset " + path("bad.jsonl") + out), "bad.jsonl:2");
   write("wrong.jsonl", "{\"text\": 17}\n");
   expect_one_line_error(run("--dataset " + path("wrong.jsonl") + out), "wrong.jsonl:1");
-  std::string model = make_hf_model(/*break_a_shape=*/true);
+  std::string broken;
+  std::string model = make_hf_model(&broken);
   expect_one_line_error(run("--model " + model + " --dataset " + make_token_dataset() + out), "shape");
   write("model/config.json", "{\"model_type\": \"llama\",");
   expect_one_line_error(run("--model " + model + " --dataset " + make_token_dataset() + out), "config.json");
   EXPECT_FALSE(fs::exists(dir_ / "out"));
+}
+
+// What was a check in the sources (file:line of models/llama.cpp and the like) reads as
+// the user's file and place, or the flag.
+TEST_F(Train70b, UserErrorsNameTheUsersFileNotTheSources) {
+  const std::string out = " --output " + path("out");
+  std::string broken;
+  const std::string model = make_hf_model(&broken);
+  const std::string data = " --dataset " + make_token_dataset();
+  expect_one_line_error(run("--model " + model + data + out),
+                        {(fs::path(model) / "model.safetensors").string() + ": weight '" + broken +
+                             "' has shape [7, 7], expected [",
+                         broken});
+  make_hf_model();  // the shapes right again
+  write("text.jsonl", "{\"text\": \"no tokenizer for this\"}\n");
+  expect_one_line_error(run("--model " + model + " --dataset " + path("text.jsonl") + out),
+                        {path("text.jsonl") + ":1: ", "tokenizer"});
+  write("one.jsonl", "{\"input_ids\": [1, 2, 3]}\n");
+  expect_one_line_error(run("--model " + model + " --dataset " + path("one.jsonl") + out),
+                        {path("one.jsonl") + ": ", "--eval-fraction"});
+  expect_one_line_error(run("--lora-targets q_proj,w_proj" + data + out), {"--lora-targets: ", "'w_proj'"});
+  expect_one_line_error(run("--schedule step" + data + out), {"--schedule: ", "'step'"});
+  expect_one_line_error(run("--model " + path("no/such/model") + data + out),
+                        {"--model " + path("no/such/model") + ": no such directory"});
+  expect_one_line_error(run("--model llama4" + data + out), {"--model: ", "'llama4'"});
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
+}
+
+// Float flags must be finite and in range; each refusal names the flag.
+TEST_F(Train70b, FloatFlagsMustBeFiniteAndInRange) {
+  const std::string out = " --demo --output " + path("out");
+  expect_one_line_error(run("--lora-alpha inf" + out), {"--lora-alpha", "finite"});
+  expect_one_line_error(run("--lora-alpha nan" + out), "--lora-alpha");
+  expect_one_line_error(run("--weight-decay inf" + out), {"--weight-decay", "finite"});
+  expect_one_line_error(run("--lr nan" + out), {"--lr", "nan"});
+  expect_one_line_error(run("--lr inf" + out), "--lr");
+  expect_one_line_error(run("--max-grad-norm inf" + out), "--max-grad-norm");
+  expect_one_line_error(run("--lr 0.5 --weight-decay 3" + out), {"--weight-decay 3", "--lr 0.5"});
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
+}
+
+// Sizes that used to overflow (SIGFPE, "0 steps of -4.6e18", an endless loop) or to
+// allocate for half a minute are refused at once, before anything is allocated.
+TEST_F(Train70b, SizeFlagsAreBoundedBeforeAnyAllocation) {
+  const std::string out = " --output " + path("out");
+  expect_one_line_error(run("--demo --batch-size 4611686018427387904 --grad-accum 4" + out),
+                        {"--batch-size 4611686018427387904", "limit"});
+  expect_one_line_error(run("--demo --batch-size 4 --grad-accum 4611686018427387904" + out),
+                        {"--grad-accum", "limit"});
+  expect_one_line_error(run("--demo --epochs 9223372036854775807" + out), {"--epochs", "limit"});
+  expect_one_line_error(run("--demo --max-steps 9223372036854775807" + out), {"--max-steps", "limit"});
+  expect_one_line_error(run("--demo --lora-r 10000000" + out), {"--lora-r 10000000", "limit"});
+  expect_one_line_error(run("--demo --max-seq-len 100000000000" + out), {"--max-seq-len", "limit"});
+  // Relative to the model and the data: the HF model has hidden 32 and k/v width 16; the
+  // dataset has 120 examples, 108 of them for training (--eval-fraction 0.1).
+  const std::string model = " --model " + make_hf_model() + " --dataset " + make_token_dataset();
+  expect_one_line_error(run("--lora-r 17" + model + out), {"--lora-r 17", "rank 16 of k_proj"});
+  expect_one_line_error(run("--batch-size 1000000" + model + out),
+                        {"--batch-size 1000000", "108 training examples"});
+  expect_one_line_error(run("--batch-size 60 --grad-accum 2" + model + out),
+                        {"--grad-accum 2 = 120", "108 training examples"});
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
+}
+
+// The output directory is checked first: a path that cannot be written fails at once,
+// not after the model has loaded (minutes for 70B). The model here is broken too, and the
+// error is about --output.
+TEST_F(Train70b, OutputIsCheckedBeforeTheModelLoads) {
+  write("blocker", "a file where a directory should be");
+  std::string broken;
+  const std::string model = make_hf_model(&broken);
+  RunResult r = run("--model " + model + " --dataset " + make_token_dataset() + " --output " +
+                    path("blocker/out"));
+  expect_one_line_error(r, {"--output " + path("blocker/out"), path("blocker") + " is not a directory"});
+  EXPECT_EQ(r.err.find(broken), std::string::npos) << r.err;
+  // Nothing is left behind by the check itself.
+  for (const auto& e : fs::directory_iterator(dir_))
+    EXPECT_EQ(e.path().filename().string().find(".train70b-write-test"), std::string::npos);
+}
+
+// A non-finite base weight is refused at load with the file and the tensor.
+TEST_F(Train70b, NonFiniteBaseWeightIsRefused) {
+  const std::string model = make_hf_model();
+  {
+    engine::io::SafetensorsFile f((fs::path(model) / "model.safetensors").string());
+    models::NamedTensors weights;
+    for (const std::string& n : f.names()) weights.push_back({n, f.load(n)});
+    for (auto& [n, t] : weights)
+      if (n == "model.norm.weight")
+        t = engine::Tensor::full({32}, INFINITY).to_dtype(engine::DType::BF16);
+    engine::io::write_safetensors((fs::path(model) / "model.safetensors").string(), weights);
+  }
+  expect_one_line_error(run("--model " + model + " --dataset " + make_token_dataset() + " --output " + path("out")),
+                        {(fs::path(model) / "model.safetensors").string() + ": weight 'model.norm.weight'",
+                         "non-finite"});
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
+}
+
+// Sequences longer than the config's max_position_embeddings are trained, with a warning
+// that says how many and how to truncate them.
+TEST_F(Train70b, LongerThanMaxPositionEmbeddingsWarns) {
+  train::TrainOptions o;
+  o.model = make_hf_model();
+  std::ifstream in(fs::path(o.model) / "config.json");
+  nlohmann::json config = nlohmann::json::parse(in);
+  config["max_position_embeddings"] = 10;  // the dataset's sequences have 12 tokens
+  std::ofstream(fs::path(o.model) / "config.json") << config.dump();
+  o.dataset = make_token_dataset();
+  o.output = path("out");
+  o.max_steps = 1;
+  std::ostringstream log;
+  train::run_training(o, log);
+  EXPECT_NE(log.str().find("warning: 120 examples are longer than the model's max_position_embeddings 10"),
+            std::string::npos)
+      << log.str();
+  EXPECT_NE(log.str().find("--max-seq-len 10"), std::string::npos) << log.str();
+  std::ostringstream quiet;
+  o.max_seq_len = 10;
+  train::run_training(o, quiet);
+  EXPECT_EQ(quiet.str().find("warning"), std::string::npos) << quiet.str();
+}
+
+// The NaN/Inf guard. LoRA alpha 1e20 with lr 0.5 makes the tiny model's loss non-finite
+// from the second step on: those updates are skipped and counted, K in a row stop the run
+// with one line and a non-zero exit, and no adapter is written.
+TEST_F(Train70b, NonFiniteStepsAreSkippedAndStopTheRun) {
+  RunResult r = run("--demo --lora-alpha 1e20 --lr 0.5 --max-steps 40 --max-nonfinite-steps 3 --output " +
+                    path("out"));
+  expect_one_line_error(r, {"training diverged: 3 steps in a row", "--max-nonfinite-steps 3",
+                            path("out/metrics.jsonl")});
+  EXPECT_FALSE(fs::exists(dir_ / "out" / "adapter_model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir_ / "out" / "adapter_config.json"));
+  std::ifstream metrics(dir_ / "out" / "metrics.jsonl");
+  int skipped = 0, stopped = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    if (j["event"] == "train" && j["skipped"] == true) {
+      ++skipped;
+      EXPECT_EQ(j["nonfinite_steps"], skipped);
+    }
+    stopped += j["event"] == "stopped";
+  }
+  EXPECT_EQ(skipped, 3);
+  EXPECT_EQ(stopped, 1);
+
+  // Below the limit the run finishes; the skipped steps are counted, and the adapter it
+  // writes holds only finite values (the skipped updates never reached it).
+  train::TrainOptions o;
+  o.demo = true;
+  o.lora_alpha = 1e20f;
+  o.lr = 0.5f;
+  o.max_steps = 6;
+  o.max_nonfinite_steps = 100;
+  o.output = path("out2");
+  std::ostringstream log;
+  train::RunSummary s = train::run_training(o, log);
+  EXPECT_GE(s.nonfinite_steps, 1) << log.str();
+  EXPECT_NE(log.str().find("update skipped"), std::string::npos) << log.str();
+  engine::io::SafetensorsFile adapter((dir_ / "out2" / "adapter_model.safetensors").string());
+  for (const std::string& n : adapter.names())
+    for (float v : adapter.load(n).to_floats()) ASSERT_TRUE(std::isfinite(v)) << n;
 }

@@ -1,7 +1,16 @@
 #include "tools/train/options.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <string>
 
 #include "engine/error.h"
 #include "engine/optim/lr_schedule.h"
@@ -41,6 +50,9 @@ std::optional<TrainOptions> parse_options(int argc, char** argv, int* exit_code)
   app.add_option("--max-grad-norm", o.max_grad_norm, "Global gradient-norm clip (0: off)")->capture_default_str();
   app.add_option("--checkpoint-layers", o.checkpoint_layers, "Recompute each layer in backward")
       ->capture_default_str();
+  app.add_option("--max-nonfinite-steps", o.max_nonfinite_steps,
+                 "Stop after this many steps in a row with a NaN/Inf loss or\ngradient norm (each is skipped, not applied)")
+      ->capture_default_str();
   app.add_option("--eval-fraction", o.eval_fraction, "Held-out fraction of the dataset")->capture_default_str();
   app.add_option("--log-every", o.log_every, "Print progress every N steps")->capture_default_str();
   app.add_option("--seed", o.seed, "Seed for initialisation, shuffling and dropout")->capture_default_str();
@@ -65,30 +77,74 @@ std::optional<TrainOptions> parse_options(int argc, char** argv, int* exit_code)
 }
 
 void validate(const TrainOptions& o) {
-  auto positive = [](int64_t v, const char* flag) { ENGINE_CHECK(v > 0, flag, " must be positive, got ", v); };
-  positive(o.lora_r, "--lora-r");
-  positive(o.epochs, "--epochs");
-  positive(o.batch_size, "--batch-size");
-  positive(o.grad_accum, "--grad-accum");
-  positive(o.max_seq_len, "--max-seq-len");
-  positive(o.log_every, "--log-every");
-  ENGINE_CHECK(o.max_steps >= 0, "--max-steps must not be negative, got ", o.max_steps);
-  ENGINE_CHECK(o.lr > 0 && o.lr < 1, "--lr must be in (0, 1), got ", o.lr);
-  ENGINE_CHECK(o.lora_alpha > 0, "--lora-alpha must be positive, got ", o.lora_alpha);
-  ENGINE_CHECK(o.lora_dropout >= 0 && o.lora_dropout < 1, "--lora-dropout must be in [0, 1), got ", o.lora_dropout);
-  ENGINE_CHECK(o.warmup_ratio >= 0 && o.warmup_ratio < 1, "--warmup-ratio must be in [0, 1), got ", o.warmup_ratio);
-  ENGINE_CHECK(o.weight_decay >= 0, "--weight-decay must not be negative, got ", o.weight_decay);
-  ENGINE_CHECK(o.max_grad_norm >= 0, "--max-grad-norm must not be negative, got ", o.max_grad_norm);
-  ENGINE_CHECK(o.eval_fraction >= 0 && o.eval_fraction < 1, "--eval-fraction must be in [0, 1), got ",
-               o.eval_fraction);
-  ENGINE_CHECK(o.base_format == "nf4" || o.base_format == "f32", "--base-format must be nf4 or f32, got '",
-               o.base_format, "'");
-  ENGINE_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda",
-               "--device must be auto, cpu or cuda, got '", o.device, "'");
-  engine::optim::parse_schedule_kind(o.schedule);
-  models::parse_lora_targets(o.lora_targets);
-  ENGINE_CHECK(o.demo || !o.dataset.empty(), "--dataset is required (or --demo)");
-  ENGINE_CHECK(!o.output.empty(), "--output must not be empty");
+  auto size = [](int64_t v, const char* flag, int64_t max) {
+    ENGINE_INPUT_CHECK(v > 0, flag, " must be positive, got ", v);
+    ENGINE_INPUT_CHECK(v <= max, flag, " ", v, " is above the limit of ", max);
+  };
+  size(o.lora_r, "--lora-r", kMaxLoraRank);
+  size(o.epochs, "--epochs", kMaxEpochs);
+  size(o.batch_size, "--batch-size", kMaxBatch);
+  size(o.grad_accum, "--grad-accum", kMaxBatch);
+  size(o.max_seq_len, "--max-seq-len", kMaxSeqLen);
+  size(o.log_every, "--log-every", std::numeric_limits<int64_t>::max());
+  size(o.max_nonfinite_steps, "--max-nonfinite-steps", std::numeric_limits<int64_t>::max());
+  ENGINE_INPUT_CHECK(o.max_steps >= 0, "--max-steps must not be negative, got ", o.max_steps);
+  ENGINE_INPUT_CHECK(o.max_steps <= kMaxSteps, "--max-steps ", o.max_steps,
+                     " is above the limit of ", kMaxSteps);
+  // Written so that NaN fails every check (each comparison with NaN is false).
+  ENGINE_INPUT_CHECK(o.lr > 0 && o.lr < 1, "--lr must be in (0, 1), got ", o.lr);
+  ENGINE_INPUT_CHECK(o.lora_alpha > 0 && std::isfinite(o.lora_alpha),
+                     "--lora-alpha must be a finite positive number, got ", o.lora_alpha);
+  ENGINE_INPUT_CHECK(o.lora_dropout >= 0 && o.lora_dropout < 1,
+                     "--lora-dropout must be in [0, 1), got ", o.lora_dropout);
+  ENGINE_INPUT_CHECK(o.warmup_ratio >= 0 && o.warmup_ratio < 1,
+                     "--warmup-ratio must be in [0, 1), got ", o.warmup_ratio);
+  ENGINE_INPUT_CHECK(o.weight_decay >= 0 && std::isfinite(o.weight_decay),
+                     "--weight-decay must be a finite number >= 0, got ", o.weight_decay);
+  // AdamW multiplies every weight by 1 - lr * weight_decay each step.
+  ENGINE_INPUT_CHECK(double(o.lr) * o.weight_decay < 1, "--weight-decay ", o.weight_decay,
+                     " with --lr ", o.lr, " would scale the weights by 1 - lr x weight-decay = ",
+                     1 - double(o.lr) * o.weight_decay, " each step; lr x weight-decay must be below 1");
+  ENGINE_INPUT_CHECK(o.max_grad_norm >= 0 && std::isfinite(o.max_grad_norm),
+                     "--max-grad-norm must be a finite number >= 0 (0: off), got ",
+                     o.max_grad_norm);
+  ENGINE_INPUT_CHECK(o.eval_fraction >= 0 && o.eval_fraction < 1,
+                     "--eval-fraction must be in [0, 1), got ", o.eval_fraction);
+  ENGINE_INPUT_CHECK(o.base_format == "nf4" || o.base_format == "f32",
+                     "--base-format must be nf4 or f32, got '", o.base_format, "'");
+  ENGINE_INPUT_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda",
+                     "--device must be auto, cpu or cuda, got '", o.device, "'");
+  // These parsers see the value, not the flag it came from: the message adds it.
+  auto with_flag = [](const char* flag, auto&& parse) {
+    try {
+      parse();
+    } catch (const engine::InputError& e) {
+      throw engine::InputError(std::string(flag) + ": " + e.what());
+    }
+  };
+  with_flag("--schedule", [&] { engine::optim::parse_schedule_kind(o.schedule); });
+  with_flag("--lora-targets", [&] { models::parse_lora_targets(o.lora_targets); });
+  ENGINE_INPUT_CHECK(o.demo || !o.dataset.empty(), "--dataset is required (or --demo)");
+  ENGINE_INPUT_CHECK(!o.output.empty(), "--output must not be empty");
+}
+
+void check_output_writable(const std::string& output) {
+  namespace fs = std::filesystem;
+  // The deepest part of the path that exists must be a directory we can create files in;
+  // the rest is created later. A probe file says more than access(2), which root passes.
+  std::error_code ec;
+  fs::path existing = fs::absolute(output, ec);
+  ENGINE_INPUT_CHECK(!ec, "--output ", output, ": ", ec.message());
+  while (!fs::exists(fs::symlink_status(existing, ec)) && existing.has_relative_path())
+    existing = existing.parent_path();
+  ENGINE_INPUT_CHECK(fs::is_directory(existing, ec), "--output ", output, ": ",
+                     existing.string(), " is not a directory");
+  const fs::path probe = existing / (".train70b-write-test." + std::to_string(::getpid()));
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  ENGINE_INPUT_CHECK(fd >= 0, "--output ", output, ": cannot create files in ", existing.string(),
+                     ": ", std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
 
 }  // namespace train

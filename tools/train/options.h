@@ -33,6 +33,8 @@ struct TrainOptions {
   float weight_decay = 0.0f;
   float max_grad_norm = 0.3f;
   bool checkpoint_layers = true;
+  // Steps whose loss or gradient norm is NaN/Inf are skipped; this many in a row stop the run.
+  int64_t max_nonfinite_steps = 5;
   // Evaluation and logging.
   float eval_fraction = 0.1f;
   int64_t log_every = 10;
@@ -43,7 +45,21 @@ struct TrainOptions {
 // (after --help, or after a one-line error already printed to stderr).
 std::optional<TrainOptions> parse_options(int argc, char** argv, int* exit_code);
 
-// Checks values CLI11 cannot (ranges, known names); throws engine::Error, one line.
+// Upper bounds of the size flags: far above any real run, low enough that every product of
+// them the trainer forms (sequences per step, tokens per batch, steps) fits in int64.
+inline constexpr int64_t kMaxLoraRank = 1 << 16;
+inline constexpr int64_t kMaxBatch = 1 << 20;       // --batch-size, --grad-accum
+inline constexpr int64_t kMaxSeqLen = 1 << 24;      // --max-seq-len
+inline constexpr int64_t kMaxEpochs = 1'000'000;
+inline constexpr int64_t kMaxSteps = 1'000'000'000;  // --max-steps, and steps from --epochs
+
+// Checks values CLI11 cannot (finite, ranges, known names); throws engine::InputError, one
+// line naming the flag.
 void validate(const TrainOptions& options);
+
+// Checks, before the model loads (minutes for 70B), that the output directory can be
+// created and written, without leaving anything behind; throws engine::InputError naming
+// --output and the directory that is in the way.
+void check_output_writable(const std::string& output);
 
 }  // namespace train

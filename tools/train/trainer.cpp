@@ -1,5 +1,6 @@
 #include "tools/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -7,6 +8,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "engine/autograd.h"
 #include "engine/backend.h"
@@ -31,7 +33,7 @@ class PretokenizedOnly final : public models::Tokenizer {
  public:
   explicit PretokenizedOnly(int64_t vocab) : vocab_(vocab) {}
   std::vector<int32_t> encode(std::string_view) const override {
-    throw engine::Error("this model's tokenizer is not supported yet: give input_ids (pre-tokenized JSONL)");
+    throw engine::InputError("this model's tokenizer is not supported yet: give input_ids (pre-tokenized JSONL)");
   }
   std::string decode(const std::vector<int32_t>&) const override { return {}; }
   int64_t vocab_size() const override { return vocab_; }
@@ -44,29 +46,120 @@ class PretokenizedOnly final : public models::Tokenizer {
 
 struct Loaded {
   std::unique_ptr<models::LlamaModel> model;
-  std::unique_ptr<models::Tokenizer> tokenizer;
   std::string base_name;
 };
 
-Loaded load_model(const TrainOptions& o) {
-  Loaded l;
-  const std::string name = o.demo ? "tiny" : o.model;
-  if (!fs::is_directory(name)) {
-    l.model = std::make_unique<models::LlamaModel>(models::preset(name), o.seed);
-    l.base_name = "preset:" + name;
+// What --model names: a preset, or a Hugging Face directory with its config.json read.
+// Nothing is allocated yet, so the run's sizes can be checked against the config first.
+struct ModelSource {
+  models::LlamaConfig config;
+  std::string dir;  // empty for a preset
+  std::string name;
+};
+
+ModelSource resolve_model(const TrainOptions& o) {
+  ModelSource src;
+  src.name = o.demo ? "tiny" : o.model;
+  if (!fs::is_directory(src.name)) {
+    ENGINE_INPUT_CHECK(src.name.find('/') == std::string::npos, "--model ", src.name,
+                       ": no such directory");
+    try {
+      src.config = models::preset(src.name);
+    } catch (const engine::InputError& e) {
+      throw engine::InputError(std::string("--model: ") + e.what());
+    }
   } else {
-    models::LlamaConfig config = models::load_hf_config((fs::path(name) / "config.json").string());
-    engine::io::SafetensorsIndex index(name);
+    src.dir = src.name;
+    src.config = models::load_hf_config((fs::path(src.dir) / "config.json").string());
+  }
+  return src;
+}
+
+Loaded load_model(const TrainOptions& o, const ModelSource& src) {
+  Loaded l;
+  if (src.dir.empty()) {
+    l.model = std::make_unique<models::LlamaModel>(src.config, o.seed);
+    l.base_name = "preset:" + src.name;
+  } else {
+    engine::io::SafetensorsIndex index(src.dir);
     models::NamedTensors weights;
     for (const std::string& n : index.names()) weights.push_back({n, index.load(n)});
-    l.model = std::make_unique<models::LlamaModel>(config, weights, name);
-    l.base_name = name;
+    // Weight errors name the file that lists the tensors (the index, or model.safetensors).
+    l.model = std::make_unique<models::LlamaModel>(src.config, weights, index.path());
+    l.base_name = src.dir;
   }
-  if (l.model->config().vocab >= 258 && !fs::is_directory(name))
-    l.tokenizer = std::make_unique<models::ByteTokenizer>();
-  else
-    l.tokenizer = std::make_unique<PretokenizedOnly>(l.model->config().vocab);
   return l;
+}
+
+std::unique_ptr<models::Tokenizer> make_tokenizer(const ModelSource& src) {
+  if (src.config.vocab >= 258 && src.dir.empty()) return std::make_unique<models::ByteTokenizer>();
+  return std::make_unique<PretokenizedOnly>(src.config.vocab);
+}
+
+// A rank above min(in, out) of a targeted linear adds parameters and memory, but no
+// expressiveness (A B has rank <= min(in, out) anyway): refused before LoRA allocates it.
+void check_lora_rank(const TrainOptions& o, const models::LlamaConfig& c) {
+  const int64_t q = c.q_dim(), kv = c.kv_dim();
+  const std::pair<int64_t, int64_t> in_out[] = {{c.hidden, q},  {c.hidden, kv},
+                                                {c.hidden, kv}, {q, c.hidden},
+                                                {c.hidden, c.intermediate},
+                                                {c.hidden, c.intermediate},
+                                                {c.intermediate, c.hidden}};
+  const std::vector<std::string>& names = models::all_linear_names();
+  for (const std::string& t : models::parse_lora_targets(o.lora_targets)) {
+    const size_t j = static_cast<size_t>(std::find(names.begin(), names.end(), t) - names.begin());
+    if (j >= names.size()) continue;
+    const auto [in, out] = in_out[j];
+    ENGINE_INPUT_CHECK(o.lora_r <= std::min(in, out), "--lora-r ", o.lora_r, " is above the rank ",
+                       std::min(in, out), " of ", t, " [", out, " x ", in,
+                       "] in this model: a larger rank adds memory, not expressiveness");
+  }
+}
+
+// Sequences per optimizer step and the number of steps, from sizes validate() bounded:
+// every product here fits in int64.
+struct StepPlan {
+  int64_t per_step = 0, total_steps = 0;
+};
+
+StepPlan plan_steps(const TrainOptions& o, int64_t train_examples) {
+  ENGINE_INPUT_CHECK(o.batch_size <= train_examples, "--batch-size ", o.batch_size,
+                     " is more than the ", train_examples,
+                     " training examples: a micro-batch would repeat examples");
+  StepPlan p;
+  p.per_step = o.batch_size * o.grad_accum;  // both <= 2^20
+  ENGINE_INPUT_CHECK(p.per_step <= train_examples, "--batch-size ", o.batch_size,
+                     " x --grad-accum ", o.grad_accum, " = ", p.per_step,
+                     " sequences per step is more than the ", train_examples,
+                     " training examples: one step would see examples twice");
+  if (o.max_steps > 0) {
+    p.total_steps = o.max_steps;
+    return p;
+  }
+  const int64_t steps_per_epoch = (train_examples + p.per_step - 1) / p.per_step;
+  p.total_steps = steps_per_epoch * o.epochs;  // <= dataset size x 10^6
+  ENGINE_INPUT_CHECK(p.total_steps <= kMaxSteps, "--epochs ", o.epochs, " gives ", p.total_steps,
+                     " steps, above the limit of ", kMaxSteps, " (use --max-steps)");
+  return p;
+}
+
+// Positions past max_position_embeddings were never seen in pre-training: RoPE runs on,
+// so training works, but the model's quality there is unknown. Long-context fine-tuning
+// does this on purpose, so it is a warning, not an error.
+void warn_long_sequences(const std::vector<models::Example>& examples,
+                         const models::LlamaConfig& c, std::ostream& log) {
+  if (c.max_position <= 0) return;
+  int64_t longer = 0, longest = 0;
+  for (const models::Example& e : examples) {
+    const auto n = static_cast<int64_t>(e.input_ids.size());
+    longer += n > c.max_position;
+    longest = std::max(longest, n);
+  }
+  if (longer > 0)
+    log << "warning: " << longer << " examples are longer than the model's max_position_embeddings "
+        << c.max_position << " (the longest has " << longest
+        << " tokens); positions past it were not pre-trained. --max-seq-len " << c.max_position
+        << " truncates them\n";
 }
 
 // Token-weighted loss and greedy accuracy over `examples`, in batches.
@@ -121,19 +214,29 @@ std::string eval_line(const char* when, const EvalResult& r) {
 
 RunSummary run_training(const TrainOptions& o, std::ostream& log) {
   validate(o);
-  // 1. Everything the user gave is read and checked before any output exists.
-  Loaded loaded = load_model(o);
-  models::LlamaModel& model = *loaded.model;
+  // 1. Everything the user gave is read and checked before any output exists; the flags,
+  // the output directory, the config and the data before the weights load (minutes for 70B).
+  check_output_writable(o.output);
+  const ModelSource source = resolve_model(o);
+  check_lora_rank(o, source.config);
+  const std::unique_ptr<models::Tokenizer> tokenizer = make_tokenizer(source);
   std::vector<models::Example> examples;
   models::DatasetStats stats;
   if (o.demo) {
-    examples = make_demo_examples(*loaded.tokenizer, 1200, o.seed);
+    examples = make_demo_examples(*tokenizer, 1200, o.seed);
   } else {
-    examples = models::load_jsonl_dataset(o.dataset, *loaded.tokenizer, o.max_seq_len, &stats);
+    examples = models::load_jsonl_dataset(o.dataset, *tokenizer, o.max_seq_len, &stats);
+    ENGINE_INPUT_CHECK(o.eval_fraction == 0 || examples.size() >= 2, o.dataset,
+                       ": holding out --eval-fraction ", o.eval_fraction,
+                       " needs at least 2 usable examples, the file has ", examples.size());
   }
+  warn_long_sequences(examples, source.config, log);
   models::DatasetSplit split = models::split_train_eval(std::move(examples), o.eval_fraction, o.seed);
   ENGINE_CHECK(!split.train.empty(), "no training examples left after the held-out split");
   if (split.eval.empty()) split.eval = {split.train.begin(), split.train.begin() + 1};
+  const StepPlan plan = plan_steps(o, static_cast<int64_t>(split.train.size()));
+  Loaded loaded = load_model(o, source);
+  models::LlamaModel& model = *loaded.model;
 
   models::LoraConfig lora;
   lora.r = o.lora_r;
@@ -145,16 +248,14 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
   model.add_lora(lora, o.seed + 1);
   std::string no_gpu;
   const bool gpu_usable = engine::cuda_available(&no_gpu);
-  ENGINE_CHECK(o.device != "cuda" || gpu_usable, "--device cuda: ", no_gpu);
+  ENGINE_INPUT_CHECK(o.device != "cuda" || gpu_usable, "--device cuda: ", no_gpu);
   const bool on_gpu = o.device == "cuda" || (o.device == "auto" && gpu_usable);
   if (on_gpu) model.to(engine::Device::cuda(), engine::DType::BF16);
   std::vector<Tensor> params = model.trainable_parameters();
   int64_t trainable = 0;
   for (const Tensor& p : params) trainable += p.numel();
 
-  const int64_t per_step = o.batch_size * o.grad_accum;
-  const int64_t steps_per_epoch = (static_cast<int64_t>(split.train.size()) + per_step - 1) / per_step;
-  const int64_t total_steps = o.max_steps > 0 ? o.max_steps : steps_per_epoch * o.epochs;
+  const int64_t per_step = plan.per_step, total_steps = plan.total_steps;
   engine::optim::LrSchedule schedule{engine::optim::parse_schedule_kind(o.schedule), o.lr,
                                      static_cast<int64_t>(std::ceil(o.warmup_ratio * total_steps)),
                                      total_steps};
@@ -173,7 +274,7 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
   const fs::path metrics_path = fs::path(o.output) / "metrics.jsonl";
   const fs::path partial_path = fs::path(o.output) / "metrics.jsonl.partial";
   std::ofstream metrics(partial_path);
-  ENGINE_CHECK(metrics.good(), partial_path.string(), ": cannot open for writing");
+  ENGINE_INPUT_CHECK(metrics.good(), partial_path.string(), ": cannot open for writing");
   auto write_eval = [&](const char* when, int64_t step, const EvalResult& r) {
     log << eval_line(when, r) << "\n" << std::flush;
     metrics << nlohmann::json{{"event", "eval"}, {"when", when}, {"step", step}, {"loss", r.loss},
@@ -205,6 +306,7 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
 
   auto t0 = std::chrono::steady_clock::now();
   int64_t tokens_seen = 0;
+  int64_t nonfinite_in_a_row = 0;
   for (int64_t step = 0; step < total_steps; ++step) {
     engine::NvtxRange step_range("step");
     const float lr = schedule.at(step);
@@ -235,16 +337,43 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
       tokens_seen += micro[m].ids.numel();
     }
     float grad_norm;
+    bool finite;
     {
       engine::NvtxRange range("optimizer");
       grad_norm = engine::optim::clip_grad_norm(params, o.max_grad_norm);
-      optimizer.step();
+      // NaN/Inf guard: one such update would make every LoRA factor NaN for good.
+      finite = std::isfinite(step_loss) && std::isfinite(grad_norm);
+      if (finite) optimizer.step();
       optimizer.zero_grad();
     }
+    nonfinite_in_a_row = finite ? 0 : nonfinite_in_a_row + 1;
+    summary.nonfinite_steps += !finite;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // nlohmann writes a NaN or Inf as null.
     metrics << nlohmann::json{{"event", "train"}, {"step", step + 1}, {"loss", step_loss}, {"lr", lr},
-                              {"grad_norm", grad_norm}, {"tokens_per_second", tokens_seen / seconds}}.dump()
-            << "\n";
+                              {"grad_norm", grad_norm}, {"tokens_per_second", tokens_seen / seconds},
+                              {"skipped", !finite}, {"nonfinite_steps", summary.nonfinite_steps}}.dump()
+            << "\n" << std::flush;
+    if (!finite) {
+      char buf[200];
+      std::snprintf(buf, sizeof buf,
+                    "step %5lld/%lld  loss %g  grad-norm %g: not finite, update skipped (%lld in a row)",
+                    static_cast<long long>(step + 1), static_cast<long long>(total_steps), step_loss,
+                    grad_norm, static_cast<long long>(nonfinite_in_a_row));
+      log << buf << "\n" << std::flush;
+      if (nonfinite_in_a_row >= o.max_nonfinite_steps) {
+        const std::string reason =
+            "training diverged: " + std::to_string(nonfinite_in_a_row) + " steps in a row (to step " +
+            std::to_string(step + 1) + ") had a non-finite loss or gradient norm (--max-nonfinite-steps " +
+            std::to_string(o.max_nonfinite_steps) + "); no adapter written; lower --lr or --lora-alpha";
+        metrics << nlohmann::json{{"event", "stopped"}, {"step", step + 1}, {"reason", reason}}.dump()
+                << "\n";
+        metrics.close();
+        fs::rename(partial_path, metrics_path);  // the record of why, complete
+        throw engine::Error(reason + "; metrics in " + metrics_path.string());
+      }
+      continue;
+    }
     if ((step + 1) % o.log_every == 0 || step == 0 || step + 1 == total_steps) {
       char buf[160];
       std::snprintf(buf, sizeof buf, "step %5lld/%lld  loss %.4f  lr %.2e  grad-norm %.3f  %.0f tokens/s",
@@ -254,6 +383,9 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
     }
   }
   summary.steps = total_steps;
+  if (summary.nonfinite_steps > 0)
+    log << summary.nonfinite_steps << " of " << total_steps
+        << " steps were skipped for a non-finite loss or gradient norm\n";
   summary.after = evaluate(model, split.eval, o.batch_size);
   write_eval("after training", total_steps, summary.after);
 

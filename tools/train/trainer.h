@@ -18,6 +18,7 @@ struct EvalResult {
 struct RunSummary {
   EvalResult before, after;
   int64_t steps = 0;
+  int64_t nonfinite_steps = 0;  // skipped: a NaN/Inf loss or gradient norm
 };
 
 // Throws engine::Error (one line) on bad input; progress goes to `log`.

@@ -5,7 +5,7 @@
 //   dh = D W,  dW = D^T h,  D = (g / C) (softmax(h W^T) - onehot(t)) (0 on ignored rows)
 //
 // The [N, V] logits never exist. The op walks them in tiles of `rows` tokens by
-// `vocab_block` vocabulary entries (kmath::plan_lm_head_tiling: all scratch within 1/24
+// `vocab_block` vocabulary entries (kernels::plan_lm_head_tiling: all scratch within 1/24
 // of the materialised logits and 256 MiB), row chunks outer, vocab blocks inner:
 //   forward   per tile: cuBLASLt GEMM h_chunk @ W_block^T -> fp32 tile buffer;
 //             ce_tile_stats folds it into the rows' running (max, sum) and, after the
@@ -30,6 +30,7 @@
 #include "engine/cuda/runtime.h"
 #include "engine/nvtx.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/cross_entropy_tiling.h"
 #include "kernels/elementwise.h"
 #include "kernels/math/cross_entropy.h"
 
@@ -43,7 +44,7 @@ struct Problem {
   int64_t n, h, v;
   DType type;  // of h and W (f32 or bf16)
   bool want_dh, want_dw;
-  kmath::LmHeadTiling tile;
+  kernels::LmHeadTiling tile;
   bool split() const { return type == DType::BF16 && (want_dh || want_dw); }
 };
 
@@ -59,10 +60,10 @@ Problem make_problem(const OpContext& ctx, const Tensor& h, const Tensor& w, con
                targets.shape().str(), " do not match h ", h.shape().str());
   ENGINE_CHECK(w.dim(0) > 0, kOp, ": empty vocabulary");
   Problem p{h.dim(0), h.dim(1), w.dim(0), h.dtype(), false, false, {}};
-  p.want_dh = ctx.needs_grad.size() > 0 && ctx.needs_grad[0];
-  p.want_dw = ctx.needs_grad.size() > 1 && ctx.needs_grad[1];
+  p.want_dh = ctx.wants_grad(0);
+  p.want_dw = ctx.wants_grad(1);
   // The same plan in forward and backward: the recomputed logits are the same GEMMs.
-  p.tile = kmath::plan_lm_head_tiling(p.n, p.v, p.h, dtype_bits(p.type) / 8, p.split(),
+  p.tile = kernels::plan_lm_head_tiling(p.n, p.v, p.h, dtype_bits(p.type) / 8, p.split(),
                                       p.split() && p.want_dh, ctx.attrs.chunk_rows);
   return p;
 }

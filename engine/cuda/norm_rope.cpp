@@ -12,8 +12,8 @@
 
 #include "engine/cuda/op_helpers.h"
 #include "engine/cuda/ops.h"
-#include "engine/op_shapes.h"
 #include "engine/cuda/runtime.h"
+#include "engine/op_shapes.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 
@@ -26,16 +26,10 @@ Tensor rotate(const Tensor& x, const OpAttrs& a, bool inverse) {
   const kernels::ElemType t = arith_type(x, "rope", inverse ? "gradient" : "x");
   check_rope(x.shape(), a);
   const Shape& s = x.shape();
-  kmath::RopeParams p;
-  p.theta = a.rope.theta;
-  p.scaling_factor = a.rope.scaling_factor;
-  p.low_freq_factor = a.rope.low_freq_factor;
-  p.high_freq_factor = a.rope.high_freq_factor;
-  p.original_max_position = a.rope.original_max_position;
   ENGINE_CHECK(s[3] / 2 <= kernels::kRopeMaxHalf, "rope: head dim ", s[3],
                " is larger than the CUDA kernel's ", 2 * kernels::kRopeMaxHalf);
   std::vector<float> inv_freq(static_cast<size_t>(s[3] / 2));
-  kernels::rope_inv_freq_table(inv_freq.data(), static_cast<int>(s[3]), p);
+  kernels::rope_inv_freq_table(inv_freq.data(), static_cast<int>(s[3]), a.rope);
   Tensor out = Tensor::empty(s, x.dtype(), x.device());
   kernels::rope(out.raw_data(), x.raw_data(), t, s[0], s[1], s[2], s[3], a.position_offset,
                 inv_freq.data(), inverse, cuda::current_stream());
@@ -64,7 +58,7 @@ std::vector<Tensor> rms_norm_backward(OpContext& ctx, const std::vector<Tensor>&
   const Tensor &x = ctx.saved[0], &w = ctx.saved[1], &rstd = ctx.saved[2];
   const Tensor g = grad_like(grad_out[0], x.shape(), x);
   const int64_t d = x.shape().last(), rows = x.shape().rows();
-  const bool need_dx = wants_grad(ctx, 0), need_dw = wants_grad(ctx, 1);
+  const bool need_dx = ctx.wants_grad(0), need_dw = ctx.wants_grad(1);
   if (!need_dx && !need_dw) return {Tensor(), Tensor()};
   Tensor dx = need_dx ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
   Tensor dw = need_dw ? Tensor::empty(w.shape(), w.dtype(), w.device()) : Tensor();

@@ -2,7 +2,7 @@
 // (engine/cpu/attention.cpp), kernels in kernels/attention_*.cu (kernels/attention.h).
 //
 // q [B, T, Hq, D], k and v [B, T, Hkv, D], one dtype (f32 or bf16) on one CUDA device;
-// out in that dtype. scale = attrs.scale, or 1/sqrt(D) when attrs.scale == 0. Saved for
+// out in that dtype. scale = attrs.softmax_scale, or 1/sqrt(D) when it is 0. Saved for
 // backward, as on the CPU: q, k, v, out and the fp32 log-sum-exp [B, Hq, T]. bf16 with
 // D = 64 or 128 runs the tensor-core kernels; other cases the fp32 fallback kernels.
 // The backward computes dq, dk, dv in one call (deterministic; its fp32 scratch comes
@@ -11,9 +11,9 @@
 
 #include "engine/cuda/op_helpers.h"
 #include "engine/cuda/ops.h"
-#include "engine/op_shapes.h"
 #include "engine/cuda/runtime.h"
 #include "engine/nvtx.h"
+#include "engine/op_shapes.h"
 #include "kernels/attention.h"
 
 namespace engine::cuda_ops {
@@ -21,7 +21,7 @@ namespace engine::cuda_ops {
 namespace {
 
 // Shapes as the CPU reference checks them, plus one dtype and device for all three.
-kernels::AttentionShape attention_shape(const Tensor& q, const Tensor& k, const Tensor& v) {
+kmath::AttentionDims checked_dims(const Tensor& q, const Tensor& k, const Tensor& v) {
   arith_type(q, "attention", "q");
   arith_type(k, "attention", "k");
   arith_type(v, "attention", "v");
@@ -29,18 +29,12 @@ kernels::AttentionShape attention_shape(const Tensor& q, const Tensor& k, const 
                    q.device() == v.device(),
                "attention: q ", q.str(), ", k ", k.str(), " and v ", v.str(),
                " differ in dtype or device");
-  const AttentionDims d = attention_dims(q.shape(), k.shape(), v.shape());
-  kernels::AttentionShape s;
-  s.batch = d.batch;
-  s.seq = d.seq;
-  s.q_heads = d.q_heads;
-  s.kv_heads = d.kv_heads;
-  s.head_dim = d.head_dim;
-  return s;
+  return attention_dims(q.shape(), k.shape(), v.shape());
 }
 
 float softmax_scale(const OpAttrs& attrs, int64_t d) {
-  return attrs.scale != 0.0f ? attrs.scale : static_cast<float>(1.0 / std::sqrt(double(d)));
+  if (attrs.softmax_scale != 0.0f) return attrs.softmax_scale;
+  return static_cast<float>(1.0 / std::sqrt(double(d)));
 }
 
 }  // namespace
@@ -48,7 +42,7 @@ float softmax_scale(const OpAttrs& attrs, int64_t d) {
 std::vector<Tensor> attention_forward(OpContext& ctx, const std::vector<Tensor>& in) {
   NvtxRange range("attention_forward");
   const Tensor &q = in[0], &k = in[1], &v = in[2];
-  const kernels::AttentionShape s = attention_shape(q, k, v);
+  const kmath::AttentionDims s = checked_dims(q, k, v);
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty(Shape{s.batch, s.q_heads, s.seq}, DType::F32, q.device());
   kernels::attention_forward(out.raw_data(), lse.data<float>(), q.raw_data(), k.raw_data(),
@@ -62,7 +56,7 @@ std::vector<Tensor> attention_backward(OpContext& ctx, const std::vector<Tensor>
   NvtxRange range("attention_backward");
   const Tensor &q = ctx.saved[0], &k = ctx.saved[1], &v = ctx.saved[2];
   const Tensor &out = ctx.saved[3], &lse = ctx.saved[4];
-  const kernels::AttentionShape s = attention_shape(q, k, v);
+  const kmath::AttentionDims s = checked_dims(q, k, v);
   const kernels::ElemType type = arith_type(q, "attention", "q");
   Tensor go = grad_out[0];
   if (!go.defined()) {
@@ -82,9 +76,9 @@ std::vector<Tensor> attention_backward(OpContext& ctx, const std::vector<Tensor>
                               k.raw_data(), v.raw_data(), out.raw_data(), lse.data<float>(),
                               go.raw_data(), type, s, softmax_scale(ctx.attrs, s.head_dim),
                               workspace.raw_data(), workspace.nbytes(), cuda::current_stream());
-  if (!wants_grad(ctx, 0)) dq = Tensor();
-  if (!wants_grad(ctx, 1)) dk = Tensor();
-  if (!wants_grad(ctx, 2)) dv = Tensor();
+  if (!ctx.wants_grad(0)) dq = Tensor();
+  if (!ctx.wants_grad(1)) dk = Tensor();
+  if (!ctx.wants_grad(2)) dv = Tensor();
   return {dq, dk, dv};
 }
 
