@@ -45,12 +45,7 @@ using ::kernels::detail::concat;
 
 // ENGINE_CHECK(cond, message parts...): throws engine::Error "file:line: message"; for the
 // engine's own invariants, where the place in the source is what a bug report needs.
-#define ENGINE_CHECK(cond, ...)                                                     \
-  do {                                                                              \
-    if (!(cond))                                                                    \
-      throw ::engine::Error(::engine::detail::concat(__FILE__, ":", __LINE__, ": ", \
-                                                     __VA_ARGS__));                 \
-  } while (0)
+#define ENGINE_CHECK(cond, ...) KERNELS_CHECK(cond, __VA_ARGS__)  // engine::Error is kernels::Error
 
 // ENGINE_INPUT_CHECK(cond, message parts...): throws engine::InputError "message". For
 // checks of what a user gave; the message itself names their file and place.

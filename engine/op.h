@@ -24,6 +24,12 @@ enum class OpId {
   kCount
 };
 
+// How many trailing inputs of an op may be left off: attention's doc_start and rope's
+// positions, the per-token document layout of packed sequences (ops.h).
+constexpr int optional_inputs(OpId id) {
+  return id == OpId::Attention || id == OpId::Rope ? 1 : 0;
+}
+
 // Rotary embedding frequencies (theta, llama3 scaling): one struct, shared with the
 // kernels' math.
 using kmath::RopeConfig;

@@ -46,8 +46,9 @@ class OpNode final : public Node {
 
 std::vector<Tensor> call_op(OpId id, const std::vector<Tensor>& inputs, const OpAttrs& attrs) {
   const OpDef& def = op_def(id);
-  ENGINE_CHECK(static_cast<int>(inputs.size()) == def.num_inputs, def.name, " takes ",
-               def.num_inputs, " inputs, got ", inputs.size());
+  const int n = static_cast<int>(inputs.size()), optional = optional_inputs(id);
+  ENGINE_CHECK(n <= def.num_inputs && n >= def.num_inputs - optional, def.name, " takes ",
+               def.num_inputs - optional, optional ? " or more" : "", " inputs, got ", n);
   Device device = inputs.at(0).device();
   for (const Tensor& t : inputs)
     ENGINE_CHECK(t.device() == device, def.name, ": inputs on ", device.str(), " and ",

@@ -8,7 +8,8 @@
 //   name     the op's name (in errors and NVTX ranges) and the prefix of its functions:
 //            engine::cpu::<name>_forward / _backward, and on CUDA
 //            engine::cuda_ops::<name>_forward / _backward
-//   inputs, outputs   tensor counts
+//   inputs, outputs   tensor counts; the last optional_inputs(Id) inputs (engine/op.h) may
+//            be left off (packing: attention's doc_start, rope's positions)
 //   cuda     CUDA        its own CUDA implementation (engine/cuda/)
 //            NO_CUDA     none yet: call_op on a CUDA tensor is an error naming the op
 //            ANY_DEVICE  only touches shapes: the CPU functions run on every device
@@ -23,11 +24,11 @@
   X(Mean, mean, 1, 1, NO_CUDA)                                     \
   X(Reshape, reshape, 1, 1, ANY_DEVICE)                            \
   X(RmsNorm, rms_norm, 2, 1, CUDA)                                 \
-  X(Rope, rope, 1, 1, CUDA)                                        \
+  X(Rope, rope, 2, 1, CUDA)                                        \
   X(Silu, silu, 1, 1, CUDA)                                        \
   X(SwiGLU, swiglu, 2, 1, CUDA)                                    \
   X(Softmax, softmax, 1, 1, NO_CUDA)                               \
-  X(Attention, attention, 3, 1, CUDA)                              \
+  X(Attention, attention, 4, 1, CUDA)                              \
   X(Embedding, embedding, 2, 1, CUDA)                              \
   X(CrossEntropy, cross_entropy, 2, 1, NO_CUDA)                    \
   X(Dropout, dropout, 1, 1, CUDA)                                  \

@@ -33,18 +33,22 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps) {
   attrs.eps = eps;
   return call1(OpId::RmsNorm, {x, weight}, attrs);
 }
-Tensor rope(const Tensor& x, const RopeConfig& config, int64_t position_offset) {
+Tensor rope(const Tensor& x, const RopeConfig& config, int64_t position_offset,
+            const Tensor& positions) {
   OpAttrs attrs;
   attrs.rope = config;
   attrs.position_offset = position_offset;
+  if (positions.defined()) return call1(OpId::Rope, {x, positions}, attrs);
   return call1(OpId::Rope, {x}, attrs);
 }
 Tensor silu(const Tensor& x) { return call1(OpId::Silu, {x}); }
 Tensor swiglu(const Tensor& gate, const Tensor& up) { return call1(OpId::SwiGLU, {gate, up}); }
 Tensor softmax(const Tensor& x) { return call1(OpId::Softmax, {x}); }
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale) {
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                 const Tensor& doc_start) {
   OpAttrs attrs;
   attrs.softmax_scale = scale;
+  if (doc_start.defined()) return call1(OpId::Attention, {q, k, v, doc_start}, attrs);
   return call1(OpId::Attention, {q, k, v}, attrs);
 }
 Tensor embedding(const Tensor& ids, const Tensor& table) {

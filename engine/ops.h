@@ -19,14 +19,21 @@ Tensor reshape(const Tensor& x, const Shape& shape);  // a free view; gradient r
 
 // y = w * x / sqrt(mean(x^2 over the last dim) + eps). x [..., D], w [D].
 Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps);
-// Rotate-half rotary embedding of x [B, T, H, Dh] at positions position_offset + t.
-Tensor rope(const Tensor& x, const RopeConfig& config, int64_t position_offset = 0);
+// Rotate-half rotary embedding of x [B, T, H, Dh] at positions position_offset + t, or,
+// given `positions` (i32 [B, T], packed sequences: restarting at each document), at
+// position_offset + positions[b, t].
+Tensor rope(const Tensor& x, const RopeConfig& config, int64_t position_offset = 0,
+            const Tensor& positions = Tensor());
 Tensor silu(const Tensor& x);                         // x * sigmoid(x)
 Tensor swiglu(const Tensor& gate, const Tensor& up);  // silu(gate) * up
 Tensor softmax(const Tensor& x);                      // over the last dim
 // Causal grouped-query attention. q [B, T, Hq, D]; k, v [B, T, Hkv, D]; Hq % Hkv == 0;
 // query head h reads KV head h / (Hq / Hkv). scale 0 means 1/sqrt(D). Out [B, T, Hq, D].
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale = 0.0f);
+// doc_start (packed sequences; i32 [B, T]): the first token of each token's document, so
+// query i sees keys doc_start[b, i] <= j <= i. Documents are contiguous: doc_start[b, 0]
+// is 0 and doc_start[b, t] is doc_start[b, t - 1] or t (kmath::attn_doc_start_valid).
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale = 0.0f,
+                 const Tensor& doc_start = Tensor());
 // table [V, D] rows gathered by ids (i32, any shape S) -> [S..., D]. Gradient to table only.
 Tensor embedding(const Tensor& ids, const Tensor& table);
 // Mean over counted rows of -log softmax(logits)[target]. logits [N, V], targets i32 [N];

@@ -15,6 +15,13 @@
 // kernels: one warp per row, fp32 math, the same results up to fp32 rounding.
 // Both are deterministic: the same inputs give bitwise identical outputs.
 //
+// Packed sequences: doc_start (device i32 [B, T], or nullptr) gives each token's
+// document start; query i then sees keys doc_start[b, i] <= j <= i. Documents must be
+// contiguous (doc_start[b, 0] = 0, doc_start[b, t] in {doc_start[b, t - 1], t}:
+// kmath::attn_doc_start_valid; the CPU reference checks it, the kernels assume it). The
+// tensor-core kernels skip the tiles outside the documents; nullptr runs the plain
+// causal kernels, unchanged.
+//
 // Every launcher checks its preconditions and the launch, throwing kernels::Error;
 // an empty problem (B, T or heads 0) queues nothing.
 #pragma once
@@ -36,7 +43,8 @@ bool attention_fast_path(ElemType type, const kmath::AttentionDims& s);
 
 // out = softmax(scale q k^T + causal mask) v per head; lse as above.
 void attention_forward(void* out, float* lse, const void* q, const void* k, const void* v,
-                       ElemType type, const kmath::AttentionDims& s, float scale, cudaStream_t stream);
+                       ElemType type, const kmath::AttentionDims& s, float scale, cudaStream_t stream,
+                       const int32_t* doc_start = nullptr);
 
 // Bytes of scratch attention_backward needs (fp32 row statistics, and on the fast path
 // the per-split partial dK, dV when the GQA group is split across blocks).
@@ -51,6 +59,7 @@ size_t attention_backward_workspace_bytes(ElemType type, const kmath::AttentionD
 void attention_backward(void* dq, void* dk, void* dv, const void* q, const void* k,
                         const void* v, const void* out, const float* lse, const void* dout,
                         ElemType type, const kmath::AttentionDims& s, float scale, void* workspace,
-                        size_t workspace_bytes, cudaStream_t stream, int kv_splits = 0);
+                        size_t workspace_bytes, cudaStream_t stream, int kv_splits = 0,
+                        const int32_t* doc_start = nullptr);
 
 }  // namespace kernels

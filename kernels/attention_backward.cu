@@ -35,6 +35,11 @@
 // Causal structure: a key tile visits only query tiles that end at or after its first
 // key; masking (key > query, or query >= T) applies only on tiles that need it. Padded
 // rows (past T) are zero-filled in shared memory and never stored.
+// Packed sequences (kDoc, doc_start i32 [B, T]; query i sees keys doc_start[i] <= j <= i,
+// equivalently key j is seen by rows j <= i < attn_doc_end(j)): a key tile stops at the
+// query tile holding the end of its last key's document, and a lane masks the rows at
+// or past its keys' document ends; dq_kernel starts at the key tile of its first row's
+// document start and masks keys before its rows' starts, as the forward does.
 #include <algorithm>
 
 #include "kernels/attention_common.cuh"
@@ -73,13 +78,14 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-template <int D, int kStream>
+template <int D, int kStream, bool kDoc>
 __global__ void __launch_bounds__(DkvTiles<D, kStream>::kThreads)
     dkdv_kernel(bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dk_part,
                 float* __restrict__ dv_part, const bf16* __restrict__ q,
                 const bf16* __restrict__ k, const bf16* __restrict__ v,
                 const bf16* __restrict__ dout, const float* __restrict__ lse,
-                const float* __restrict__ delta, Dims d, int splits, float scale) {
+                const float* __restrict__ delta, Dims d, int splits, float scale,
+                const int32_t* __restrict__ doc_start) {
   using C = DkvTiles<D, kStream>;
   constexpr int kBr = C::kBr, kBc = C::kBc, kN = kBr / 8;
   KERNELS_DYNAMIC_SHARED(unsigned char, smem);
@@ -96,7 +102,20 @@ __global__ void __launch_bounds__(DkvTiles<D, kStream>::kThreads)
   const int k0 = blockIdx.y * kBc;  // key tile 0 (the most work) first
   const int heads = d.group() / splits, h_begin = g * d.group() + split * heads;
   const int qt_begin = kmath::attn_first_query_tile(k0, kBr);
-  const int n_qt = ceil_div(d.seq, kBr) - qt_begin;
+  const int key0 = k0 + 16 * warp;  // this warp's first key
+  // kDoc: rows past the tile's last document end see none of its keys; this warp's first
+  // and last keys' and this lane's two keys' document ends (keys past T clamp to the last).
+  int q_end = d.seq, end_lo = 0, end_hi = 0, end_key[2] = {0, 0};
+  if constexpr (kDoc) {
+    const int32_t* ds = doc_start + int64_t(b) * d.seq;
+    auto end_of = [&](int j) { return kmath::attn_doc_end(ds, d.seq, j < d.seq ? j : d.seq - 1); };
+    q_end = end_of(k0 + kBc - 1);
+    end_lo = end_of(key0);
+    end_hi = end_of(key0 + 15);
+    end_key[0] = end_of(key0 + gq);
+    end_key[1] = end_of(key0 + gq + 8);
+  }
+  const int n_qt = ceil_div(q_end, kBr) - qt_begin;
   const int steps = heads * n_qt;
   const int64_t q_stride = int64_t(d.q_heads) * D, kv_stride = int64_t(d.kv_heads) * D;
   const int64_t kv_tile = (int64_t(b) * d.seq + k0) * kv_stride + int64_t(g) * D;
@@ -123,7 +142,6 @@ __global__ void __launch_bounds__(DkvTiles<D, kStream>::kThreads)
   cp_async_commit();
 
   float acc_k[D / 8][4] = {}, acc_v[D / 8][4] = {};
-  const int key0 = k0 + 16 * warp;  // this warp's first key
   for (int s = 0; s < steps; ++s) {
     const int buf = s & 1;
     if (s + 1 < steps) {
@@ -135,12 +153,15 @@ __global__ void __launch_bounds__(DkvTiles<D, kStream>::kThreads)
     }
     __syncthreads();
     const int q0 = (qt_begin + s % n_qt) * kBr;
-    if (kmath::attn_sees(q0 + kBr - 1, key0)) {  // some query sees some key of this warp
+    // Some query sees some key of this warp (causally, and inside the keys' documents).
+    if (kmath::attn_sees(q0 + kBr - 1, key0) &&
+        (!kDoc || kmath::attn_doc_seen_by_rows(q0, end_hi))) {
       const bf16* tQ = sQ + buf * kBr * D;
       const bf16* tdO = sdO + buf * kBr * D;
       const float* tLse = sLse + buf * kBr;
       const float* tDelta = sDelta + buf * kBr;
-      const bool masked = kmath::attn_needs_mask(q0, key0 + 15) || q0 + kBr > d.seq;
+      const bool masked = kmath::attn_needs_mask(q0, key0 + 15) || q0 + kBr > d.seq ||
+                          (kDoc && kmath::attn_doc_masks_rows(q0, kBr, end_lo));
       float p[kN][4] = {}, ds[kN][4] = {};
       gemm_rows<D, kN>(p, sK, 16 * warp, tQ, lane);  // S^T = K_w Q^T
 #pragma unroll
@@ -149,7 +170,8 @@ __global__ void __launch_bounds__(DkvTiles<D, kStream>::kThreads)
         for (int e = 0; e < 4; ++e) {
           const int c = nb * 8 + 2 * t + (e & 1), i = q0 + c, j = key0 + gq + 8 * (e >> 1);
           const float x = exp2f(p[nb][e] * scale_log2 - tLse[c] * kLog2e);
-          p[nb][e] = masked && (j > i || i >= d.seq) ? 0.0f : x;
+          p[nb][e] =
+              masked && (j > i || i >= d.seq || (kDoc && i >= end_key[e >> 1])) ? 0.0f : x;
         }
       gemm_p_cols<D, kN>(acc_v, p, tdO, lane);        // dV_w += bf16(P^T) dO
       gemm_rows<D, kN>(ds, sV, 16 * warp, tdO, lane);  // dP^T = V_w dO^T
@@ -184,12 +206,12 @@ __global__ void __launch_bounds__(DkvTiles<D, kStream>::kThreads)
     }
 }
 
-template <int D, int kStream>
+template <int D, int kStream, bool kDoc>
 __global__ void __launch_bounds__(DqTiles<D, kStream>::kThreads)
     dq_kernel(bf16* __restrict__ dq, const bf16* __restrict__ q, const bf16* __restrict__ k,
               const bf16* __restrict__ v, const bf16* __restrict__ dout,
               const float* __restrict__ lse, const float* __restrict__ delta, Dims d,
-              float scale) {
+              float scale, const int32_t* __restrict__ doc_start) {
   using C = DqTiles<D, kStream>;
   constexpr int kBr = C::kBr, kBc = C::kBc, kN = kBc / 8;
   KERNELS_DYNAMIC_SHARED(unsigned char, smem);
@@ -207,6 +229,18 @@ __global__ void __launch_bounds__(DqTiles<D, kStream>::kThreads)
   const int n_kt = kmath::attn_key_tiles(q0, kBr, kBc, d.seq);
   const int row0 = q0 + 16 * warp;
   const float scale_log2 = scale * kLog2e;
+
+  // Document starts (kDoc), as in the forward kernel.
+  int kt_begin = 0, doc_lo = 0, doc_hi = 0, doc_row[2] = {0, 0};
+  if constexpr (kDoc) {
+    const int32_t* ds = doc_start + int64_t(b) * d.seq;
+    auto at = [&](int i) { return ds[i < d.seq ? i : d.seq - 1]; };
+    kt_begin = kmath::attn_first_key_tile(ds[q0], kBc);
+    doc_lo = at(row0);
+    doc_hi = at(row0 + 15);
+    doc_row[0] = at(row0 + gq);
+    doc_row[1] = at(row0 + gq + 8);
+  }
 
   // Row statistics of this lane's two rows (rows past T get zeros; never stored).
   float lse2[2], dl[2];
@@ -227,12 +261,12 @@ __global__ void __launch_bounds__(DqTiles<D, kStream>::kThreads)
   };
   load_tile<D, kBr, C::kThreads>(sQ, q + q_rows, q_stride, d.seq - q0, tid);
   load_tile<D, kBr, C::kThreads>(sdO, dout + q_rows, q_stride, d.seq - q0, tid);
-  issue(0, 0);
+  issue(kt_begin, 0);
   cp_async_commit();
 
   float acc[D / 8][4] = {};
-  for (int kt = 0; kt < n_kt; ++kt) {
-    const int buf = kt & 1, k0 = kt * kBc;
+  for (int kt = kt_begin; kt < n_kt; ++kt) {
+    const int buf = (kt - kt_begin) & 1, k0 = kt * kBc;
     if (kt + 1 < n_kt) {
       issue(kt + 1, buf ^ 1);
       cp_async_commit();
@@ -241,10 +275,12 @@ __global__ void __launch_bounds__(DqTiles<D, kStream>::kThreads)
       cp_async_wait<0>();
     }
     __syncthreads();
-    if (kmath::attn_sees(row0 + 15, k0)) {  // the warp sees some key of the tile
+    // The warp sees some key of the tile (causally, and inside its rows' documents).
+    if (kmath::attn_sees(row0 + 15, k0) && (!kDoc || kmath::attn_doc_sees_keys(k0, kBc, doc_lo))) {
       const bf16* tK = sK + buf * kBc * D;
       const bf16* tV = sV + buf * kBc * D;
-      const bool masked = kmath::attn_needs_mask(row0, k0 + kBc - 1);
+      const bool masked = kmath::attn_needs_mask(row0, k0 + kBc - 1) ||
+                          (kDoc && kmath::attn_doc_masks_keys(k0, doc_hi));
       float p[kN][4] = {}, ds[kN][4] = {};
       gemm_rows<D, kN>(p, sQ, 16 * warp, tK, lane);    // S = Q_w K^T
       gemm_rows<D, kN>(ds, sdO, 16 * warp, tV, lane);  // dP = dO_w V^T
@@ -254,7 +290,7 @@ __global__ void __launch_bounds__(DqTiles<D, kStream>::kThreads)
         for (int e = 0; e < 4; ++e) {
           const int r = e >> 1, j = k0 + nb * 8 + 2 * t + (e & 1), i = row0 + gq + 8 * r;
           const float x = exp2f(p[nb][e] * scale_log2 - lse2[r]);
-          const float pm = masked && j > i ? 0.0f : x;
+          const float pm = masked && (j > i || (kDoc && j < doc_row[r])) ? 0.0f : x;
           ds[nb][e] = pm * (ds[nb][e] - dl[r]);
         }
       gemm_p_cols<D, kN>(acc, ds, tK, lane);  // dQ_w += bf16(dS) K
@@ -301,35 +337,61 @@ int choose_splits(const kmath::AttentionDims& s) {
 
 size_t round16(size_t bytes) { return (bytes + 15) / 16 * 16; }
 
+template <int D, int kStream, bool kDoc>
+void launch_dkdv(bf16* dk, bf16* dv, float* dk_part, float* dv_part, const bf16* q,
+                 const bf16* k, const bf16* v, const float* lse, const bf16* dout,
+                 const float* delta, const Dims& d, float scale, int splits,
+                 const int32_t* doc_start, cudaStream_t stream) {
+  using Kv = DkvTiles<D, kStream>;
+  CUDA_CHECK(ptx::allow_dynamic_shared(dkdv_kernel<D, kStream, kDoc>, Kv::kSmem));
+  const dim3 grid(unsigned(d.batch) * unsigned(d.kv_heads) * unsigned(splits),
+                  unsigned(ceil_div(d.seq, Kv::kBc)));
+  ptx::launch(dkdv_kernel<D, kStream, kDoc>, grid, Kv::kThreads, Kv::kSmem, stream, dk, dv,
+              dk_part, dv_part, q, k, v, dout, lse, delta, d, splits, scale, doc_start);
+  CUDA_CHECK_LAUNCH("attention dkdv_kernel");
+}
+
+template <int D, int kStream, bool kDoc>
+void launch_dq(bf16* dq, const bf16* q, const bf16* k, const bf16* v, const float* lse,
+               const bf16* dout, const float* delta, const Dims& d, float scale,
+               const int32_t* doc_start, cudaStream_t stream) {
+  using Q = DqTiles<D, kStream>;
+  CUDA_CHECK(ptx::allow_dynamic_shared(dq_kernel<D, kStream, kDoc>, Q::kSmem));
+  const dim3 grid(unsigned(d.batch) * unsigned(d.q_heads), unsigned(ceil_div(d.seq, Q::kBr)));
+  ptx::launch(dq_kernel<D, kStream, kDoc>, grid, Q::kThreads, Q::kSmem, stream, dq, q, k, v,
+              dout, lse, delta, d, scale, doc_start);
+  CUDA_CHECK_LAUNCH("attention dq_kernel");
+}
+
+// The dK/dV and dQ kernels with the document mask compiled in or out.
 template <int D, int kStream>
 void launch_dkdv(bf16* dk, bf16* dv, float* dk_part, float* dv_part, const bf16* q,
                  const bf16* k, const bf16* v, const float* lse, const bf16* dout,
-                 const float* delta, const Dims& d, float scale, int splits, cudaStream_t stream) {
-  using Kv = DkvTiles<D, kStream>;
-  CUDA_CHECK(ptx::allow_dynamic_shared(dkdv_kernel<D, kStream>, Kv::kSmem));
-  const dim3 grid(unsigned(d.batch) * unsigned(d.kv_heads) * unsigned(splits),
-                  unsigned(ceil_div(d.seq, Kv::kBc)));
-  ptx::launch(dkdv_kernel<D, kStream>, grid, Kv::kThreads, Kv::kSmem, stream, dk, dv, dk_part,
-              dv_part, q, k, v, dout, lse, delta, d, splits, scale);
-  CUDA_CHECK_LAUNCH("attention dkdv_kernel");
+                 const float* delta, const Dims& d, float scale, int splits,
+                 const int32_t* doc_start, cudaStream_t stream) {
+  if (doc_start)
+    launch_dkdv<D, kStream, true>(dk, dv, dk_part, dv_part, q, k, v, lse, dout, delta, d, scale,
+                                  splits, doc_start, stream);
+  else
+    launch_dkdv<D, kStream, false>(dk, dv, dk_part, dv_part, q, k, v, lse, dout, delta, d, scale,
+                                   splits, nullptr, stream);
 }
 
 template <int D, int kStream>
 void launch_dq(bf16* dq, const bf16* q, const bf16* k, const bf16* v, const float* lse,
                const bf16* dout, const float* delta, const Dims& d, float scale,
-               cudaStream_t stream) {
-  using Q = DqTiles<D, kStream>;
-  CUDA_CHECK(ptx::allow_dynamic_shared(dq_kernel<D, kStream>, Q::kSmem));
-  const dim3 grid(unsigned(d.batch) * unsigned(d.q_heads), unsigned(ceil_div(d.seq, Q::kBr)));
-  ptx::launch(dq_kernel<D, kStream>, grid, Q::kThreads, Q::kSmem, stream, dq, q, k, v, dout, lse,
-              delta, d, scale);
-  CUDA_CHECK_LAUNCH("attention dq_kernel");
+               const int32_t* doc_start, cudaStream_t stream) {
+  if (doc_start)
+    launch_dq<D, kStream, true>(dq, q, k, v, lse, dout, delta, d, scale, doc_start, stream);
+  else
+    launch_dq<D, kStream, false>(dq, q, k, v, lse, dout, delta, d, scale, nullptr, stream);
 }
 
 template <int D>
 void launch_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* q, const bf16* k, const bf16* v,
                      const bf16* out, const float* lse, const bf16* dout, const Dims& d,
-                     float scale, float* delta, float* part, int splits, cudaStream_t stream) {
+                     float scale, const int32_t* doc_start, float* delta, float* part, int splits,
+                     cudaStream_t stream) {
   const int64_t rows = int64_t(d.batch) * d.seq * d.q_heads;
   ptx::launch(delta_kernel<D>, unsigned((rows + 7) / 8), 256, 0, stream, delta, out, dout, d);
   CUDA_CHECK_LAUNCH("attention delta_kernel");
@@ -343,9 +405,11 @@ void launch_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* q, const bf16* k,
   float* dk_part = splits > 1 ? part : nullptr;
   float* dv_part = splits > 1 ? part + splits * kv_elems : nullptr;
   if (kv64_everywhere || DkvTiles<D, 64>::kSmem <= smem)
-    launch_dkdv<D, 64>(dk, dv, dk_part, dv_part, q, k, v, lse, dout, delta, d, scale, splits, stream);
+    launch_dkdv<D, 64>(dk, dv, dk_part, dv_part, q, k, v, lse, dout, delta, d, scale, splits,
+                       doc_start, stream);
   else if constexpr (!kv64_everywhere)
-    launch_dkdv<D, 32>(dk, dv, dk_part, dv_part, q, k, v, lse, dout, delta, d, scale, splits, stream);
+    launch_dkdv<D, 32>(dk, dv, dk_part, dv_part, q, k, v, lse, dout, delta, d, scale, splits,
+                       doc_start, stream);
   if (splits > 1) {
     const int64_t blocks = std::min<int64_t>((kv_elems + 255) / 256, 16 * int64_t(sm_count()));
     ptx::launch(reduce_kernel, unsigned(blocks), 256, 0, stream, dk, dv, dk_part, dv_part, kv_elems,
@@ -354,9 +418,9 @@ void launch_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* q, const bf16* k,
   }
 
   if (q64_everywhere || DqTiles<D, 64>::kSmem <= smem)
-    launch_dq<D, 64>(dq, q, k, v, lse, dout, delta, d, scale, stream);
+    launch_dq<D, 64>(dq, q, k, v, lse, dout, delta, d, scale, doc_start, stream);
   else if constexpr (!q64_everywhere)
-    launch_dq<D, 32>(dq, q, k, v, lse, dout, delta, d, scale, stream);
+    launch_dq<D, 32>(dq, q, k, v, lse, dout, delta, d, scale, doc_start, stream);
 }
 
 }  // namespace
@@ -389,7 +453,8 @@ size_t attention_backward_workspace_bytes(ElemType type, const kmath::AttentionD
 void attention_backward(void* dq, void* dk, void* dv, const void* q, const void* k,
                         const void* v, const void* out, const float* lse, const void* dout,
                         ElemType type, const kmath::AttentionDims& s, float scale, void* workspace,
-                        size_t workspace_bytes, cudaStream_t stream, int kv_splits) {
+                        size_t workspace_bytes, cudaStream_t stream, int kv_splits,
+                        const int32_t* doc_start) {
   if (s.batch == 0 || s.seq == 0 || s.q_heads == 0) return;
   attn::check_shape(s, type, "attention_backward");
   KERNELS_CHECK(dq && dk && dv && q && k && v && out && lse && dout && workspace,
@@ -404,7 +469,8 @@ void attention_backward(void* dq, void* dk, void* dv, const void* q, const void*
                        attn::aligned16(q) && attn::aligned16(k) && attn::aligned16(v) &&
                        attn::aligned16(out) && attn::aligned16(dout);
   if (!attention_fast_path(type, s) || !aligned) {
-    attn::fallback_backward(dq, dk, dv, q, k, v, lse, dout, type, d, scale, delta, stream);
+    attn::fallback_backward(dq, dk, dv, q, k, v, lse, dout, type, d, scale, doc_start, delta,
+                            stream);
     return;
   }
   using attn::bf16;
@@ -414,8 +480,8 @@ void attention_backward(void* dq, void* dk, void* dv, const void* q, const void*
   auto args = [&](auto launch) {
     launch(static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv),
            static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
-           static_cast<const bf16*>(out), lse, static_cast<const bf16*>(dout), d, scale, delta,
-           part, splits, stream);
+           static_cast<const bf16*>(out), lse, static_cast<const bf16*>(dout), d, scale, doc_start,
+           delta, part, splits, stream);
   };
   if (s.head_dim == 64)
     args(attn::launch_backward<64>);

@@ -209,14 +209,17 @@ void check_shape(const kmath::AttentionDims& s, ElemType type, const char* op);
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // The tensor-core path (bf16, D 64 or 128).
+// doc_start: i32 [B, T] document starts of packed sequences (kernels/attention.h), or
+// nullptr for plain causal attention.
 void fast_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
-                  const Dims& d, float scale, cudaStream_t stream);
+                  const Dims& d, float scale, const int32_t* doc_start, cudaStream_t stream);
 // The fallback path (f32 or bf16 storage, any D <= kAttentionMaxHeadDim, fp32 math).
 // The backward needs B * Hq * T floats of workspace (the row statistic delta).
 void fallback_forward(void* out, float* lse, const void* q, const void* k, const void* v,
-                      ElemType type, const Dims& d, float scale, cudaStream_t stream);
+                      ElemType type, const Dims& d, float scale, const int32_t* doc_start,
+                      cudaStream_t stream);
 void fallback_backward(void* dq, void* dk, void* dv, const void* q, const void* k, const void* v,
                        const float* lse, const void* dout, ElemType type, const Dims& d,
-                       float scale, float* delta, cudaStream_t stream);
+                       float scale, const int32_t* doc_start, float* delta, cudaStream_t stream);
 
 }  // namespace kernels::attn

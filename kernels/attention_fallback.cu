@@ -23,8 +23,13 @@
 // order is fixed: the results are deterministic, and S is computed by the same code in
 // every kernel (the same bits in forward and backward; with one key, P is exactly 1).
 // 4 warps per block; every sum runs in a fixed loop order, no atomics.
+//
+// Packed sequences (doc_start, i32 [B, T], not null): row i sums over keys
+// doc_start[i] <= j <= i, and key j over rows j <= i < attn_doc_end(j) (the same set,
+// kernels/math/attention_tiles.h). Without it the loops start at 0 and end at T.
 #include "kernels/attention_common.cuh"
 #include "kernels/check.h"
+#include "kernels/math/attention_tiles.h"
 
 namespace kernels::attn {
 
@@ -82,27 +87,30 @@ __device__ __forceinline__ float score(const Vec& qi, const Vec& kj, float scale
 }
 
 // Row r of the [B, Hq, T] statistics: its batch, head and token.
+// j0: its first visible key (its document's start, or 0).
 struct QueryRow {
-  int b, h, i;
-  __device__ QueryRow(int64_t r, const Dims& d)
+  int b, h, i, j0;
+  __device__ QueryRow(int64_t r, const Dims& d, const int32_t* doc_start)
       : b(int(r / (int64_t(d.q_heads) * d.seq))),
         h(int(r / d.seq % d.q_heads)),
-        i(int(r % d.seq)) {}
+        i(int(r % d.seq)),
+        j0(doc_start ? doc_start[int64_t(b) * d.seq + i] : 0) {}
 };
 
 template <class E>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(typename E::S* out, float* lse, const typename E::S* q,
-                   const typename E::S* k, const typename E::S* v, Dims d, float scale) {
+                   const typename E::S* k, const typename E::S* v, Dims d, float scale,
+                   const int32_t* doc_start) {
   const int lane = threadIdx.x % 32;
   const int64_t r = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (r >= int64_t(d.batch) * d.q_heads * d.seq) return;
-  const QueryRow row(r, d);
+  const QueryRow row(r, d, doc_start);
   const int g = row.h / d.group(), n = d.head_dim;
   Vec qi, kj, vj, acc = {};
   load_vec<E>(qi, q + d.q_at(row.b, row.i, row.h), n, lane);
   kmath::OnlineSoftmax<float> st;
-  for (int j = 0; j <= row.i; ++j) {
+  for (int j = row.j0; j <= row.i; ++j) {
     load_vec<E>(kj, k + d.kv_at(row.b, j, g), n, lane);
     load_vec<E>(vj, v + d.kv_at(row.b, j, g), n, lane);
     const float s = score(qi, kj, scale);
@@ -121,18 +129,18 @@ template <class E>
 __global__ void __launch_bounds__(kThreads)
     delta_kernel(float* delta, const typename E::S* q, const typename E::S* k,
                  const typename E::S* v, const float* lse, const typename E::S* dout, Dims d,
-                 float scale) {
+                 float scale, const int32_t* doc_start) {
   const int lane = threadIdx.x % 32;
   const int64_t r = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (r >= int64_t(d.batch) * d.q_heads * d.seq) return;
-  const QueryRow row(r, d);
+  const QueryRow row(r, d, doc_start);
   const int g = row.h / d.group(), n = d.head_dim;
   Vec qi, doi, kj, vj;
   load_vec<E>(qi, q + d.q_at(row.b, row.i, row.h), n, lane);
   load_vec<E>(doi, dout + d.q_at(row.b, row.i, row.h), n, lane);
   const float l = lse[r];
   float sum = 0.0f;
-  for (int j = 0; j <= row.i; ++j) {
+  for (int j = row.j0; j <= row.i; ++j) {
     load_vec<E>(kj, k + d.kv_at(row.b, j, g), n, lane);
     load_vec<E>(vj, v + d.kv_at(row.b, j, g), n, lane);
     const float p = expf(score(qi, kj, scale) - l);
@@ -146,17 +154,17 @@ template <class E>
 __global__ void __launch_bounds__(kThreads)
     dq_kernel(typename E::S* dq, const typename E::S* q, const typename E::S* k,
               const typename E::S* v, const float* lse, const float* delta,
-              const typename E::S* dout, Dims d, float scale) {
+              const typename E::S* dout, Dims d, float scale, const int32_t* doc_start) {
   const int lane = threadIdx.x % 32;
   const int64_t r = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (r >= int64_t(d.batch) * d.q_heads * d.seq) return;
-  const QueryRow row(r, d);
+  const QueryRow row(r, d, doc_start);
   const int g = row.h / d.group(), n = d.head_dim;
   Vec qi, doi, kj, vj, acc = {};
   load_vec<E>(qi, q + d.q_at(row.b, row.i, row.h), n, lane);
   load_vec<E>(doi, dout + d.q_at(row.b, row.i, row.h), n, lane);
   const float l = lse[r], dl = delta[r];
-  for (int j = 0; j <= row.i; ++j) {
+  for (int j = row.j0; j <= row.i; ++j) {
     load_vec<E>(kj, k + d.kv_at(row.b, j, g), n, lane);
     load_vec<E>(vj, v + d.kv_at(row.b, j, g), n, lane);
     const float p = expf(score(qi, kj, scale) - l);
@@ -172,18 +180,21 @@ template <class E>
 __global__ void __launch_bounds__(kThreads)
     dkdv_kernel(typename E::S* dk, typename E::S* dv, const typename E::S* q,
                 const typename E::S* k, const typename E::S* v, const float* lse,
-                const float* delta, const typename E::S* dout, Dims d, float scale) {
+                const float* delta, const typename E::S* dout, Dims d, float scale,
+                const int32_t* doc_start) {
   const int lane = threadIdx.x % 32;
   const int64_t r = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;  // (b, g, j)
   if (r >= int64_t(d.batch) * d.kv_heads * d.seq) return;
   const int b = int(r / (int64_t(d.kv_heads) * d.seq)), g = int(r / d.seq % d.kv_heads);
   const int j = int(r % d.seq), n = d.head_dim;
+  const int i_end =
+      doc_start ? kmath::attn_doc_end(doc_start + int64_t(b) * d.seq, d.seq, j) : d.seq;
   Vec kj, vj, qi, doi, acc_k = {}, acc_v = {};
   load_vec<E>(kj, k + d.kv_at(b, j, g), n, lane);
   load_vec<E>(vj, v + d.kv_at(b, j, g), n, lane);
   for (int h = g * d.group(); h < (g + 1) * d.group(); ++h) {
     const int64_t stats = (int64_t(b) * d.q_heads + h) * d.seq;
-    for (int i = j; i < d.seq; ++i) {
+    for (int i = j; i < i_end; ++i) {
       load_vec<E>(qi, q + d.q_at(b, i, h), n, lane);
       load_vec<E>(doi, dout + d.q_at(b, i, h), n, lane);
       const float p = expf(score(qi, kj, scale) - lse[stats + i]);
@@ -203,51 +214,52 @@ unsigned blocks_for(int64_t rows) { return unsigned((rows + kWarps - 1) / kWarps
 
 template <class E>
 void forward_typed(void* out, float* lse, const void* q, const void* k, const void* v,
-                   const Dims& d, float scale, cudaStream_t stream) {
+                   const Dims& d, float scale, const int32_t* doc_start, cudaStream_t stream) {
   using S = typename E::S;
   ptx::launch(forward_kernel<E>, blocks_for(int64_t(d.batch) * d.q_heads * d.seq), kThreads, 0,
               stream, static_cast<S*>(out), lse, static_cast<const S*>(q), static_cast<const S*>(k),
-              static_cast<const S*>(v), d, scale);
+              static_cast<const S*>(v), d, scale, doc_start);
   CUDA_CHECK_LAUNCH("attention fallback forward_kernel");
 }
 
 template <class E>
 void backward_typed(void* dq, void* dk, void* dv, const void* q, const void* k, const void* v,
                     const float* lse, const void* dout, const Dims& d, float scale,
-                    float* delta, cudaStream_t stream) {
+                    const int32_t* doc_start, float* delta, cudaStream_t stream) {
   using S = typename E::S;
   const S *qs = static_cast<const S*>(q), *ks = static_cast<const S*>(k),
           *vs = static_cast<const S*>(v), *dos = static_cast<const S*>(dout);
   const unsigned q_blocks = blocks_for(int64_t(d.batch) * d.q_heads * d.seq);
   ptx::launch(delta_kernel<E>, q_blocks, kThreads, 0, stream, delta, qs, ks, vs, lse, dos, d,
-              scale);
+              scale, doc_start);
   CUDA_CHECK_LAUNCH("attention fallback delta_kernel");
   ptx::launch(dq_kernel<E>, q_blocks, kThreads, 0, stream, static_cast<S*>(dq), qs, ks, vs, lse,
-              delta, dos, d, scale);
+              delta, dos, d, scale, doc_start);
   CUDA_CHECK_LAUNCH("attention fallback dq_kernel");
   ptx::launch(dkdv_kernel<E>, blocks_for(int64_t(d.batch) * d.kv_heads * d.seq), kThreads, 0,
               stream, static_cast<S*>(dk), static_cast<S*>(dv), qs, ks, vs, lse, delta, dos, d,
-              scale);
+              scale, doc_start);
   CUDA_CHECK_LAUNCH("attention fallback dkdv_kernel");
 }
 
 }  // namespace
 
 void fallback_forward(void* out, float* lse, const void* q, const void* k, const void* v,
-                      ElemType type, const Dims& d, float scale, cudaStream_t stream) {
+                      ElemType type, const Dims& d, float scale, const int32_t* doc_start,
+                      cudaStream_t stream) {
   if (type == ElemType::F32)
-    forward_typed<F32Elem>(out, lse, q, k, v, d, scale, stream);
+    forward_typed<F32Elem>(out, lse, q, k, v, d, scale, doc_start, stream);
   else
-    forward_typed<BF16Elem>(out, lse, q, k, v, d, scale, stream);
+    forward_typed<BF16Elem>(out, lse, q, k, v, d, scale, doc_start, stream);
 }
 
 void fallback_backward(void* dq, void* dk, void* dv, const void* q, const void* k, const void* v,
                        const float* lse, const void* dout, ElemType type, const Dims& d,
-                       float scale, float* delta, cudaStream_t stream) {
+                       float scale, const int32_t* doc_start, float* delta, cudaStream_t stream) {
   if (type == ElemType::F32)
-    backward_typed<F32Elem>(dq, dk, dv, q, k, v, lse, dout, d, scale, delta, stream);
+    backward_typed<F32Elem>(dq, dk, dv, q, k, v, lse, dout, d, scale, doc_start, delta, stream);
   else
-    backward_typed<BF16Elem>(dq, dk, dv, q, k, v, lse, dout, d, scale, delta, stream);
+    backward_typed<BF16Elem>(dq, dk, dv, q, k, v, lse, dout, d, scale, doc_start, delta, stream);
 }
 
 }  // namespace kernels::attn

@@ -21,6 +21,11 @@
 // zero-filled in shared memory: a padded key is masked for every real row because it
 // lies above the diagonal, and padded rows are never stored.
 // Grid: (B * Hq, query tiles), the heaviest (last) query tiles first.
+// Packed sequences (kDoc, doc_start i32 [B, T]): row i sees keys doc_start[i] <= j <= i.
+// A query tile starts at the key tile holding its first row's document start (the
+// smallest of its rows', doc_start being nondecreasing); a warp skips tiles that end
+// before its first row's document start and masks tiles that begin before its last
+// row's. Without doc_start (kDoc false) the kernel is the plain causal one.
 // The rounding of P to bf16 before P V (as FlashAttention does) and of O on store are
 // the two bf16 roundings; the test derives its tolerance from them
 // (tests/engine/test_attention_cuda.cpp).
@@ -33,11 +38,11 @@ namespace attn {
 
 namespace {
 
-template <int D>
+template <int D, bool kDoc>
 __global__ void __launch_bounds__(FwdTiles<D>::kThreads)
     forward_kernel(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
                    const bf16* __restrict__ k, const bf16* __restrict__ v, Dims d,
-                   float scale_log2) {
+                   float scale_log2, const int32_t* __restrict__ doc_start) {
   using C = FwdTiles<D>;
   constexpr int kBr = C::kBr, kBc = C::kBc, kN = kBc / 8;
   KERNELS_DYNAMIC_SHARED(unsigned char, smem);
@@ -55,21 +60,37 @@ __global__ void __launch_bounds__(FwdTiles<D>::kThreads)
   const int n_kt = kmath::attn_key_tiles(q0, kBr, kBc, d.seq);
   const int row0 = q0 + 16 * warp;  // this warp's first query row
 
+  // Document starts (kDoc): the tile's first key tile; this warp's first and last rows';
+  // this lane's two rows' (rows past T clamp to the last: they are never stored).
+  int kt_begin = 0, doc_lo = 0, doc_hi = 0, doc_row[2] = {0, 0};
+  if constexpr (kDoc) {
+    const int32_t* ds = doc_start + int64_t(b) * d.seq;
+    auto at = [&](int i) { return ds[i < d.seq ? i : d.seq - 1]; };
+    kt_begin = kmath::attn_first_key_tile(ds[q0], kBc);
+    doc_lo = at(row0);
+    doc_hi = at(row0 + 15);
+    doc_row[0] = at(row0 + gq);
+    doc_row[1] = at(row0 + gq + 8);
+  }
+
   load_tile<D, kBr, C::kThreads>(sQ, q_tile, q_stride, d.seq - q0, tid);
-  load_tile<D, kBc, C::kThreads>(sK, k_head, kv_stride, d.seq, tid);
+  load_tile<D, kBc, C::kThreads>(sK, k_head + kt_begin * kBc * kv_stride, kv_stride,
+                                 d.seq - kt_begin * kBc, tid);
   cp_async_commit();
 
   float o[D / 8][4] = {};
   kmath::OnlineSoftmax<float, true> row[2];  // rows row0 + gq and row0 + gq + 8
 
-  for (int kt = 0; kt < n_kt; ++kt) {
+  for (int kt = kt_begin; kt < n_kt; ++kt) {
     const int k0 = kt * kBc;
     cp_async_wait<0>();  // K_kt (and Q) have landed
     __syncthreads();     // ... for every thread; every warp is done with V_kt-1
     load_tile<D, kBc, C::kThreads>(sV, v_head + k0 * kv_stride, kv_stride, d.seq - k0, tid);
     cp_async_commit();
 
-    const bool active = kmath::attn_sees(row0 + 15, k0);  // the warp sees some key of the tile
+    // The warp sees some key of the tile (causally, and inside its rows' documents).
+    const bool active = kmath::attn_sees(row0 + 15, k0) &&
+                        (!kDoc || kmath::attn_doc_sees_keys(k0, kBc, doc_lo));
     float s[kN][4] = {};
     if (active) gemm_rows<D, kN>(s, sQ, 16 * warp, sK, lane);
 
@@ -83,14 +104,17 @@ __global__ void __launch_bounds__(FwdTiles<D>::kThreads)
     if (!active) continue;
 
     // Scale to base 2, mask above the diagonal, row maxima over the quad of lanes.
-    const bool masked = kmath::attn_needs_mask(row0, k0 + kBc - 1);
+    const bool masked = kmath::attn_needs_mask(row0, k0 + kBc - 1) ||
+                        (kDoc && kmath::attn_doc_masks_keys(k0, doc_hi));
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nb = 0; nb < kN; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float x = s[nb][e] * scale_log2;
-        if (masked && k0 + nb * 8 + 2 * t + (e & 1) > row0 + gq + 8 * (e >> 1)) x = -INFINITY;
+        const int j = k0 + nb * 8 + 2 * t + (e & 1);
+        if (masked && (j > row0 + gq + 8 * (e >> 1) || (kDoc && j < doc_row[e >> 1])))
+          x = -INFINITY;
         s[nb][e] = x;
         tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
       }
@@ -125,7 +149,7 @@ __global__ void __launch_bounds__(FwdTiles<D>::kThreads)
   for (int r = 0; r < 2; ++r) {
     row[r].sum += __shfl_xor_sync(0xffffffffu, row[r].sum, 1);
     row[r].sum += __shfl_xor_sync(0xffffffffu, row[r].sum, 2);
-    inv[r] = 1.0f / row[r].sum;  // >= 1 term exp2(0) = 1: every row sees key 0
+    inv[r] = 1.0f / row[r].sum;  // >= 1 term exp2(0) = 1: every row sees its own key
   }
 #pragma unroll
   for (int dn = 0; dn < D / 8; ++dn)
@@ -143,27 +167,36 @@ __global__ void __launch_bounds__(FwdTiles<D>::kThreads)
                      q_stride, d.seq - row0, lane);
 }
 
-template <int D>
+template <int D, bool kDoc>
 void launch_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
-                    const Dims& d, float scale, cudaStream_t stream) {
+                    const Dims& d, float scale, const int32_t* doc_start, cudaStream_t stream) {
   using C = FwdTiles<D>;
   const int n_qt = ceil_div(d.seq, C::kBr);
   KERNELS_CHECK(n_qt <= 65535, "attention_forward: ", d.seq, " tokens exceed the grid limit");
-  CUDA_CHECK(ptx::allow_dynamic_shared(forward_kernel<D>, C::kSmem));
+  CUDA_CHECK(ptx::allow_dynamic_shared(forward_kernel<D, kDoc>, C::kSmem));
   const dim3 grid(unsigned(d.batch) * unsigned(d.q_heads), unsigned(n_qt));
-  ptx::launch(forward_kernel<D>, grid, C::kThreads, C::kSmem, stream, out, lse, q, k, v, d,
-              scale * kLog2e);
+  ptx::launch(forward_kernel<D, kDoc>, grid, C::kThreads, C::kSmem, stream, out, lse, q, k, v, d,
+              scale * kLog2e, doc_start);
   CUDA_CHECK_LAUNCH("attention forward_kernel");
+}
+
+template <int D>
+void launch_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
+                    const Dims& d, float scale, const int32_t* doc_start, cudaStream_t stream) {
+  if (doc_start)
+    launch_forward<D, true>(out, lse, q, k, v, d, scale, doc_start, stream);
+  else
+    launch_forward<D, false>(out, lse, q, k, v, d, scale, nullptr, stream);
 }
 
 }  // namespace
 
 void fast_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
-                  const Dims& d, float scale, cudaStream_t stream) {
+                  const Dims& d, float scale, const int32_t* doc_start, cudaStream_t stream) {
   if (d.head_dim == 64)
-    launch_forward<64>(out, lse, q, k, v, d, scale, stream);
+    launch_forward<64>(out, lse, q, k, v, d, scale, doc_start, stream);
   else
-    launch_forward<128>(out, lse, q, k, v, d, scale, stream);
+    launch_forward<128>(out, lse, q, k, v, d, scale, doc_start, stream);
 }
 
 }  // namespace attn
@@ -190,7 +223,7 @@ bool attention_fast_path(ElemType type, const kmath::AttentionDims& s) {
 
 void attention_forward(void* out, float* lse, const void* q, const void* k, const void* v,
                        ElemType type, const kmath::AttentionDims& s, float scale,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, const int32_t* doc_start) {
   if (s.batch == 0 || s.seq == 0 || s.q_heads == 0) return;
   attn::check_shape(s, type, "attention_forward");
   KERNELS_CHECK(out && lse && q && k && v, "attention_forward: null pointer");
@@ -199,9 +232,9 @@ void attention_forward(void* out, float* lse, const void* q, const void* k, cons
       attn::aligned16(k) && attn::aligned16(v))
     attn::fast_forward(static_cast<attn::bf16*>(out), lse, static_cast<const attn::bf16*>(q),
                        static_cast<const attn::bf16*>(k), static_cast<const attn::bf16*>(v), d,
-                       scale, stream);
+                       scale, doc_start, stream);
   else
-    attn::fallback_forward(out, lse, q, k, v, type, d, scale, stream);
+    attn::fallback_forward(out, lse, q, k, v, type, d, scale, doc_start, stream);
 }
 
 }  // namespace kernels

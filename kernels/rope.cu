@@ -1,7 +1,8 @@
 // Rotary position embedding (rotate-half, Hugging Face layout), forward and inverse.
 //
 // Math (kernels/math/rope.h, shared with the CPU reference): pair i of a head
-// (0 <= i < Dh/2) is (x[i], x[i + Dh/2]); at position p = position_offset + t it
+// (0 <= i < Dh/2) is (x[i], x[i + Dh/2]); at position p = position_offset + t (packed
+// sequences: position_offset + positions[b, t], restarting per document) it
 // rotates by angle a = p * inv_freq_i (llama3 scaling folded into inv_freq):
 //   y1 = x1 cos a - x2 sin a,   y2 = x2 cos a + x1 sin a
 // The inverse (and backward, the Jacobian of a rotation being the rotation) negates
@@ -41,6 +42,7 @@ struct RopeArgs {
   void* y;
   int64_t rows, seq, heads, half;
   int64_t position_offset;
+  const int32_t* positions;  // [B, T] per-token positions, or nullptr: t
   float sign;  // +1 forward, -1 inverse
   float inv_freq[kRopeMaxHalf];
 };
@@ -52,7 +54,7 @@ __global__ void __launch_bounds__(kThreads) rope_kernel(const __grid_constant__ 
   KERNELS_DYNAMIC_SHARED(float, cs);  // cos [half], then sign * sin [half]
   const int64_t packs = a.half / V, row_len = a.heads * 2 * a.half;
   for (int64_t row = blockIdx.x; row < a.rows; row += gridDim.x) {
-    const int64_t position = a.position_offset + row % a.seq;
+    const int64_t position = a.position_offset + (a.positions ? a.positions[row] : row % a.seq);
     __syncthreads();  // the previous row's readers are done with cs
     for (int64_t i = threadIdx.x; i < a.half; i += blockDim.x) {
       float s, c;
@@ -102,7 +104,7 @@ void launch(const RopeArgs& a, bool vec, cudaStream_t stream) {
 
 void rope(void* y, const void* x, ElemType type, int64_t batch, int64_t seq, int64_t heads,
           int64_t head_dim, int64_t position_offset, const float* inv_freq, bool inverse,
-          cudaStream_t stream) {
+          cudaStream_t stream, const int32_t* positions) {
   detail::LaunchRange range(inverse ? "rope_backward" : "rope");
   KERNELS_CHECK(type == ElemType::F32 || type == ElemType::BF16, "rope: element type ",
                 elem_type_name(type), " is not supported (f32, bf16)");
@@ -125,6 +127,7 @@ void rope(void* y, const void* x, ElemType type, int64_t batch, int64_t seq, int
   a.heads = heads;
   a.half = head_dim / 2;
   a.position_offset = position_offset;
+  a.positions = positions;
   a.sign = inverse ? -1.0f : 1.0f;
   for (int64_t i = 0; i < a.half; ++i) a.inv_freq[i] = inv_freq[i];
   const size_t elem = type == ElemType::F32 ? 4 : 2;

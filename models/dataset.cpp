@@ -1,31 +1,26 @@
-// JSONL dataset loading (text, prompt/completion, chat messages, pre-tokenized), the
-// seeded train/eval split and right-padded batches. See dataset.h for the formats.
+// JSONL dataset loading (records converted by dataset_formats.cpp on all cores, counted
+// here), the seeded train/eval split and right-padded batches. See dataset.h.
 #include "models/dataset.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <limits>
-#include <nlohmann/json.hpp>
+#include <thread>
+#include <string_view>
+#include <unordered_map>
 
 #include "engine/error.h"
 #include "engine/rng.h"
 #include "kernels/math/philox.h"
+#include "models/dataset_formats.h"
 
 namespace models {
 
 namespace {
-
-using json = nlohmann::json;
-using engine::one_line;
-
-
-std::string excerpt(const json& v) {
-  std::string s = v.dump();
-  return s.size() <= 40 ? s : s.substr(0, 37) + "...";
-}
 
 bool has_target(const std::vector<int32_t>& labels) {
   return std::any_of(labels.begin() + (labels.empty() ? 0 : 1), labels.end(),
@@ -38,198 +33,114 @@ int64_t count_targets(const std::vector<int32_t>& labels) {
                        [](int32_t l) { return l != kIgnoreLabel; });
 }
 
-// Turns one parsed line into an Example; every error names path:line.
-class LineReader {
- public:
-  LineReader(const std::string& path, int64_t line, const Tokenizer& tokenizer)
-      : path_(path), line_(line), tok_(tokenizer) {}
-
-  [[noreturn]] void fail(const std::string& problem) const {
-    throw engine::InputError(path_ + ":" + std::to_string(line_) + ": " + one_line(problem, true));
-  }
-
-  Example read(const json& obj) const {
-    if (!obj.is_object()) fail(std::string("expected a JSON object, got ") + obj.type_name());
-    const bool text = obj.contains("text");
-    const bool prompt = obj.contains("prompt") || obj.contains("completion");
-    const bool messages = obj.contains("messages");
-    const bool ids = obj.contains("input_ids");
-    const int shapes = int(text) + int(prompt) + int(messages) + int(ids);
-    if (shapes == 0) {
-      if (obj.contains("labels")) fail("field \"labels\" is only read together with \"input_ids\"");
-      fail(
-          "expected one of the fields \"text\", \"prompt\" and \"completion\", \"messages\", "
-          "\"input_ids\"");
-    }
-    if (shapes > 1)
-      fail(
-          "ambiguous example: use only one of \"text\", \"prompt\"/\"completion\", "
-          "\"messages\", \"input_ids\"");
-    if (obj.contains("labels") && !ids)
-      fail("field \"labels\" is only read together with \"input_ids\"");
-    if (text) return from_text(obj);
-    if (prompt) return from_prompt(obj);
-    if (messages) return from_messages(obj);
-    return from_ids(obj);
-  }
-
- private:
-  [[noreturn]] void wrong_type(const std::string& where, const char* expected,
-                               const json& v) const {
-    fail("field " + where + " must be " + expected + ", got " + v.type_name() + " " + excerpt(v));
-  }
-
-  const std::string& string_field(const json& obj, const std::string& key,
-                                  const std::string& where) const {
-    auto it = obj.find(key);
-    if (it == obj.end()) fail("missing field " + where);
-    if (!it->is_string()) wrong_type(where, "a string", *it);
-    return it->get_ref<const std::string&>();
-  }
-
-  static void append(Example& e, const std::vector<int32_t>& ids, bool trained) {
-    e.input_ids.insert(e.input_ids.end(), ids.begin(), ids.end());
-    if (trained)
-      e.labels.insert(e.labels.end(), ids.begin(), ids.end());
+// Records whose ids and labels equal an earlier record's: hashed, then compared.
+int64_t count_duplicates(const std::vector<Record>& records) {
+  auto bytes = [](const std::vector<int32_t>& v) {
+    return std::string_view(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(int32_t));
+  };
+  std::unordered_multimap<uint64_t, size_t> seen;
+  int64_t duplicates = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const Example& e = records[i].example;
+    const uint64_t h = std::hash<std::string_view>{}(bytes(e.input_ids)) * 31 +
+                       std::hash<std::string_view>{}(bytes(e.labels));
+    auto [lo, hi] = seen.equal_range(h);
+    const bool dup = std::any_of(lo, hi, [&](const auto& kv) {
+      const Example& f = records[kv.second].example;
+      return f.input_ids == e.input_ids && f.labels == e.labels;
+    });
+    if (dup)
+      ++duplicates;
     else
-      e.labels.insert(e.labels.end(), ids.size(), kIgnoreLabel);
+      seen.emplace(h, i);
   }
-
-  // The tokenizer's input errors (a model that has none, say) get this line's place.
-  std::vector<int32_t> encode(std::string_view text) const {
-    try {
-      return tok_.encode(text);
-    } catch (const engine::InputError& e) {
-      fail(e.what());
-    }
-  }
-
-  // A special token by name, or its text when the tokenizer has no such token.
-  std::vector<int32_t> special(std::string_view name) const {
-    if (auto id = tok_.special_token_id(name)) return {*id};
-    return encode(name);
-  }
-
-  Example from_text(const json& obj) const {
-    Example e;
-    append(e, {tok_.bos_id()}, true);
-    append(e, encode(string_field(obj, "text", "\"text\"")), true);
-    append(e, {tok_.eos_id()}, true);
-    return e;
-  }
-
-  Example from_prompt(const json& obj) const {
-    const std::string& p = string_field(obj, "prompt", "\"prompt\"");
-    const std::string& c = string_field(obj, "completion", "\"completion\"");
-    Example e;
-    append(e, {tok_.bos_id()}, false);
-    append(e, encode(p), false);
-    append(e, encode(c), true);
-    append(e, {tok_.eos_id()}, true);
-    return e;
-  }
-
-  // Llama 3 chat template; each piece is tokenized alone, which keeps the boundaries
-  // between header, content and <|eot_id|> exact.
-  Example from_messages(const json& obj) const {
-    const json& messages = obj.at("messages");
-    if (!messages.is_array()) wrong_type("\"messages\"", "an array", messages);
-    if (messages.empty()) fail("field \"messages\" is empty");
-    Example e;
-    append(e, {tok_.bos_id()}, false);
-    for (size_t i = 0; i < messages.size(); ++i) {
-      const std::string where = "\"messages\"[" + std::to_string(i) + "]";
-      const json& m = messages[i];
-      if (!m.is_object()) wrong_type(where, "an object", m);
-      const std::string& role = string_field(m, "role", where + ".role");
-      const std::string& content = string_field(m, "content", where + ".content");
-      append(e, special("<|start_header_id|>"), false);
-      append(e, encode(role), false);
-      append(e, special("<|end_header_id|>"), false);
-      append(e, encode("\n\n"), false);
-      const bool trained = role == "assistant";
-      append(e, encode(content), trained);
-      append(e, special("<|eot_id|>"), trained);
-    }
-    return e;
-  }
-
-  // One entry of input_ids or labels: an integer in [0, vocab), or -100 for labels.
-  int32_t token(const json& v, const std::string& where, bool allow_ignore) const {
-    if (!v.is_number_integer()) wrong_type(where, "an integer", v);
-    const int64_t vocab = tok_.vocab_size();
-    const bool in_range = v.is_number_unsigned()
-                              ? v.get<uint64_t>() < static_cast<uint64_t>(vocab)
-                              : v.get<int64_t>() >= 0 && v.get<int64_t>() < vocab;
-    if (in_range) return static_cast<int32_t>(v.get<int64_t>());
-    if (allow_ignore && v.is_number_integer() && !v.is_number_unsigned() &&
-        v.get<int64_t>() == kIgnoreLabel)
-      return kIgnoreLabel;
-    fail("field " + where + " = " + v.dump() + " is outside the vocabulary [0, " +
-         std::to_string(vocab) + ")" + (allow_ignore ? " and is not -100" : ""));
-  }
-
-  Example from_ids(const json& obj) const {
-    const json& ids = obj.at("input_ids");
-    if (!ids.is_array()) wrong_type("\"input_ids\"", "an array", ids);
-    if (ids.empty()) fail("field \"input_ids\" is empty");
-    Example e;
-    e.input_ids.reserve(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i)
-      e.input_ids.push_back(token(ids[i], "\"input_ids\"[" + std::to_string(i) + "]", false));
-    auto it = obj.find("labels");
-    if (it == obj.end() || it->is_null()) {
-      e.labels = e.input_ids;
-      return e;
-    }
-    if (!it->is_array()) wrong_type("\"labels\"", "an array", *it);
-    if (it->size() != ids.size())
-      fail("field \"labels\" has " + std::to_string(it->size()) +
-           " entries but \"input_ids\" has " + std::to_string(ids.size()));
-    e.labels.reserve(ids.size());
-    for (size_t i = 0; i < it->size(); ++i)
-      e.labels.push_back(token((*it)[i], "\"labels\"[" + std::to_string(i) + "]", true));
-    return e;
-  }
-
-  const std::string& path_;
-  int64_t line_;
-  const Tokenizer& tok_;
-};
+  return duplicates;
+}
 
 }  // namespace
 
+const char* record_format_name(RecordFormat f) {
+  switch (f) {
+    case RecordFormat::Text: return "text";
+    case RecordFormat::PromptCompletion: return "prompt_completion";
+    case RecordFormat::Messages: return "messages";
+    case RecordFormat::ShareGPT: return "sharegpt";
+    case RecordFormat::Alpaca: return "alpaca";
+    case RecordFormat::Pretokenized: return "pretokenized";
+  }
+  return "?";
+}
+
 std::vector<Example> load_jsonl_dataset(const std::string& path, const Tokenizer& tokenizer,
-                                        int64_t max_seq_len, DatasetStats* stats_out) {
+                                        int64_t max_seq_len, DatasetStats* stats) {
+  DatasetOptions o;
+  o.max_seq_len = max_seq_len;
+  o.chat_template = ChatTemplate::Llama3;
+  return load_jsonl_dataset(path, tokenizer, o, stats);
+}
+
+std::vector<Example> load_jsonl_dataset(const std::string& path, const Tokenizer& tokenizer,
+                                        const DatasetOptions& o, DatasetStats* stats_out) {
+  const int64_t max_seq_len = o.max_seq_len;
   if (max_seq_len < 2)
     throw engine::InputError(path + ": max_seq_len must be at least 2 (one input and one target), " +
                              "got " + std::to_string(max_seq_len));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw engine::InputError(path + ": cannot open: " + std::strerror(errno));
 
-  DatasetStats stats;
-  std::vector<Example> examples;
+  // 1. The non-blank lines, with their numbers.
+  std::vector<std::string> lines;
+  std::vector<int64_t> numbers;
   std::string text;
   for (int64_t line = 1; std::getline(in, text); ++line) {
     if (!text.empty() && text.back() == '\r') text.pop_back();
     if (text.find_first_not_of(" \t\r\f\v") == std::string::npos) continue;
-    ++stats.records;
-    LineReader reader(path, line, tokenizer);
-    json obj;
-    try {
-      obj = json::parse(text);
-    } catch (const json::parse_error& e) {
-      std::string reason = e.what();
-      if (size_t p = reason.find(": "); p != std::string::npos) reason = reason.substr(p + 2);
-      reader.fail("invalid JSON at column " + std::to_string(std::max<size_t>(e.byte, 1)) + ": " +
-                  reason);
-    } catch (const json::exception& e) {  // say, a number beyond a double: 1e400
-      std::string reason = e.what();
-      if (size_t p = reason.find("] "); p != std::string::npos) reason = reason.substr(p + 2);
-      reader.fail("invalid JSON: " + reason);
+    lines.push_back(std::move(text));
+    numbers.push_back(line);
+  }
+  if (in.bad()) throw engine::InputError(path + ": read error: " + std::strerror(errno));
+
+  // 2. Parsed and tokenized on all cores; the first failing line (in file order) reports.
+  std::vector<Record> records(lines.size());
+  std::vector<std::exception_ptr> errors(lines.size());
+  int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  threads = static_cast<int>(std::min<size_t>(threads, std::max<size_t>(1, lines.size() / 64)));
+  auto work = [&](size_t t) {
+    for (size_t i = t; i < lines.size(); i += threads) {
+      if (threads == 1 && i > 0 && errors[i - 1]) break;  // one thread: stop at the first
+      try {
+        records[i] = read_record(lines[i], path, numbers[i], tokenizer, o);
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
     }
-    Example e = reader.read(obj);
+  };
+  if (threads <= 1) {
+    work(0);
+  } else {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) pool.emplace_back(work, static_cast<size_t>(t));
+    for (std::thread& th : pool) th.join();
+  }
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+  lines.clear();
+
+  // 3. Counted in file order: formats, lengths, duplicates, truncation, trained tokens.
+  DatasetStats stats;
+  stats.records = static_cast<int64_t>(records.size());
+  stats.duplicates = count_duplicates(records);
+  std::vector<Example> examples;
+  for (Record& r : records) {
+    Example& e = r.example;
+    ++stats.per_format[static_cast<int>(r.format)];
+    stats.empty_responses += r.empty_response;
+    stats.lengths.push_back(static_cast<int64_t>(e.input_ids.size()));
     if (static_cast<int64_t>(e.input_ids.size()) > max_seq_len) {
+      if (o.truncation == Truncation::Drop) {
+        ++stats.dropped;
+        continue;
+      }
       e.input_ids.resize(static_cast<size_t>(max_seq_len));
       e.labels.resize(static_cast<size_t>(max_seq_len));
       ++stats.truncated;
@@ -242,16 +153,21 @@ std::vector<Example> load_jsonl_dataset(const std::string& path, const Tokenizer
     stats.target_tokens += count_targets(e.labels);
     examples.push_back(std::move(e));
   }
-  if (in.bad()) throw engine::InputError(path + ": read error: " + std::strerror(errno));
   stats.examples = static_cast<int64_t>(examples.size());
   if (stats_out) *stats_out = stats;
 
   if (examples.empty()) {
     if (stats.records == 0)
       throw engine::InputError(path + ": no examples (the file has no records)");
+    if (stats.dropped == stats.records)
+      throw engine::InputError(path + ": no usable examples: every record (" +
+                               std::to_string(stats.dropped) + ") is longer than max_seq_len " +
+                               std::to_string(max_seq_len) + " and was dropped (--truncation drop)");
     throw engine::InputError(
-        path + ": no usable examples: every record (" + std::to_string(stats.skipped) +
-        ") has no trained label after truncation to max_seq_len " + std::to_string(max_seq_len));
+        path + ": no usable examples, no trained tokens: none of the " +
+        std::to_string(stats.records) + " records has a trained label after truncation to " +
+        "max_seq_len " + std::to_string(max_seq_len) +
+        (o.train_on_inputs ? "" : " (only assistant turns and completions are trained; --train-on-inputs trains prompts too)"));
   }
   return examples;
 }

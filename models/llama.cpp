@@ -106,6 +106,37 @@ void LlamaModel::init_layers_from(const NamedTensors& weights, const std::string
                      "'");
 }
 
+LlamaModel::LlamaModel(const LlamaConfig& config, Parts parts) : config_(config) {
+  config_.validate();
+  const LlamaConfig& c = config_;
+  ENGINE_CHECK(static_cast<int64_t>(parts.layers.size()) == c.layers, "model parts: ",
+               parts.layers.size(), " layers, config has ", c.layers);
+  ENGINE_CHECK(parts.embed_tokens.shape() == engine::Shape({c.vocab, c.hidden}) &&
+                   parts.lm_head.shape() == engine::Shape({c.vocab, c.hidden}) &&
+                   parts.final_norm.shape() == engine::Shape({c.hidden}),
+               "model parts do not match the config");
+  const engine::Device device = parts.embed_tokens.device();
+  for (const LlamaLayer& l : parts.layers) {
+    ENGINE_CHECK(l.input_norm.shape() == engine::Shape({c.hidden}) &&
+                     l.post_attention_norm.shape() == engine::Shape({c.hidden}),
+                 "model parts: norm shape");
+    for (const Linear* lin : l.linears())
+      ENGINE_CHECK(lin->frozen && lin->frozen->device() == device, "model parts: every linear must be frozen on ",
+                   device.str());
+  }
+  embed_tokens_ = std::move(parts.embed_tokens);
+  final_norm_ = std::move(parts.final_norm);
+  lm_head_ = c.tie_embeddings ? embed_tokens_ : std::move(parts.lm_head);
+  layers_ = std::move(parts.layers);
+}
+
+bool LlamaModel::base_frozen() const {
+  for (const LlamaLayer& l : layers_)
+    for (const Linear* lin : l.linears())
+      if (!lin->frozen) return false;
+  return true;
+}
+
 void LlamaModel::freeze_base(BaseFormat format) {
   for (LlamaLayer& l : layers_)
     for (Linear* lin : l.linears()) lin->freeze(format);
@@ -161,7 +192,8 @@ Tensor LlamaModel::layer_forward(size_t index, const Tensor& h, const ForwardOpt
   Tensor q = ops::reshape(l.q_proj.forward(n, o.train, seed(0)), {batch, seq, c.heads, c.head_dim});
   Tensor k = ops::reshape(l.k_proj.forward(n, o.train, seed(1)), {batch, seq, c.kv_heads, c.head_dim});
   Tensor v = ops::reshape(l.v_proj.forward(n, o.train, seed(2)), {batch, seq, c.kv_heads, c.head_dim});
-  Tensor attn = ops::attention(ops::rope(q, c.rope), ops::rope(k, c.rope), v);
+  Tensor attn = ops::attention(ops::rope(q, c.rope, 0, o.positions),
+                               ops::rope(k, c.rope, 0, o.positions), v, 0.0f, o.doc_start);
   attn = ops::reshape(attn, {batch, seq, c.q_dim()});
   Tensor h1 = ops::add(h, l.o_proj.forward(attn, o.train, seed(3)));
   Tensor m = ops::rms_norm(h1, l.post_attention_norm, c.rms_norm_eps);
@@ -170,8 +202,17 @@ Tensor LlamaModel::layer_forward(size_t index, const Tensor& h, const ForwardOpt
   return ops::add(h1, l.down_proj.forward(mlp, o.train, seed(6)));
 }
 
-Tensor LlamaModel::hidden_states(const Tensor& ids, const ForwardOptions& o) const {
+Tensor LlamaModel::hidden_states(const Tensor& ids, const ForwardOptions& options) const {
   ENGINE_CHECK(ids.rank() == 2, "model input ids must be [batch, seq], got ", ids.str());
+  ENGINE_CHECK(options.positions.defined() == options.doc_start.defined(),
+               "packed batches need both positions and doc_start");
+  ForwardOptions o = options;  // the packed layout on the model's device, once per pass
+  for (Tensor* t : {&o.positions, &o.doc_start}) {
+    if (!t->defined()) continue;
+    ENGINE_CHECK(t->shape() == ids.shape(), "packed layout ", t->str(), " does not match ids ",
+                 ids.str());
+    if (!(t->device() == device())) *t = t->to(device());
+  }
   Tensor h = ops::embedding(ids.device() == device() ? ids : ids.to(device()), embed_tokens_);
   for (size_t i = 0; i < layers_.size(); ++i) {
     if (o.checkpoint_layers) {
@@ -197,9 +238,14 @@ Tensor LlamaModel::loss(const Tensor& ids, const Tensor& labels, const ForwardOp
   Tensor h = hidden_states(ids, o);
   // Position t predicts token t+1: targets are the labels shifted left, the last
   // position of each row gets -100.
+  // Packed rows: a document's last token predicts nothing (the next token starts
+  // another document), so its target is -100 too.
   std::vector<int32_t> lab = labels.to_ints(), shifted(lab.size(), -100);
+  const std::vector<int32_t> pos =
+      o.positions.defined() ? o.positions.to_ints() : std::vector<int32_t>();
   for (int64_t b = 0; b < batch; ++b)
-    for (int64_t t = 0; t + 1 < seq; ++t) shifted[b * seq + t] = lab[b * seq + t + 1];
+    for (int64_t t = 0; t + 1 < seq; ++t)
+      if (pos.empty() || pos[b * seq + t + 1] != 0) shifted[b * seq + t] = lab[b * seq + t + 1];
   // lm_head and cross-entropy fused: the [batch * seq, vocab] logits never exist.
   Tensor targets = Tensor::from_ints(shifted, {batch * seq});
   if (!h.device().is_cpu()) targets = targets.to(h.device());

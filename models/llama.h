@@ -31,6 +31,11 @@ struct ForwardOptions {
   bool checkpoint_layers = false;
   bool train = false;          // enables LoRA dropout
   uint64_t dropout_seed = 0;   // vary per step: masks are a function of it
+  // Packed sequences (models/dataset.h PackedLayout): i32 [batch, seq] per-token positions,
+  // restarting at 0 with each document, and each token's document start. Given, RoPE
+  // uses the positions, attention never crosses a document boundary, and the loss drops
+  // the target of each document's last token. Undefined: one sequence per row.
+  engine::Tensor positions{}, doc_start{};
 };
 
 using NamedTensors = std::vector<std::pair<std::string, engine::Tensor>>;
@@ -43,8 +48,20 @@ class LlamaModel {
   // Every weight of the architecture must be present with its exact shape and finite values.
   LlamaModel(const LlamaConfig& config, const NamedTensors& weights, const std::string& source);
 
+  // Weights already in their final form, built without a dense model (the streaming
+  // loader, models/weight_loader.h, and synthetic models): every linear frozen (NF4 or
+  // dense), embedding, norms and lm_head in the run's dtype, all on one device, nothing
+  // trainable. Shapes must match `config` (internal check: the builders validated them).
+  struct Parts {
+    engine::Tensor embed_tokens, final_norm, lm_head;  // lm_head = embed_tokens when tied
+    std::vector<LlamaLayer> layers;
+  };
+  LlamaModel(const LlamaConfig& config, Parts parts);
+
   // Freezes every weight; the decoder linears move to `format` (NF4 or f32).
   void freeze_base(BaseFormat format);
+  // True when every decoder linear is frozen (after freeze_base, or built from Parts).
+  bool base_frozen() const;
   // Adds LoRA adapters to the targeted linears (after freeze_base).
   void add_lora(const LoraConfig& lora, uint64_t seed);
   // Moves the model to `device`: dense weights (embedding, norms, lm_head, unfrozen

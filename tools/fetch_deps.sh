@@ -16,6 +16,7 @@ packages=(
   libbenchmark-dev libbenchmark1debian
   nlohmann-json3-dev libcli11-dev
   libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3
+  libsentencepiece-dev libsentencepiece0
 )
 
 if [ -r /etc/os-release ]; then

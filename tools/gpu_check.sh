@@ -87,7 +87,7 @@ cmake_version=$(cmake --version | head -n1 | awk '{print $3}')
 if [ "$(printf '%s\n3.26\n' "$cmake_version" | sort -V | head -n1)" != 3.26 ]; then
   args+=(-DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20)
 fi
-# pkg-config (PCRE2) reads only the prefix, with paths rebased into it.
+# pkg-config (PCRE2, SentencePiece) reads only the prefix, with paths rebased into it.
 export PKG_CONFIG_LIBDIR=$multiarch/pkgconfig:$usr/share/pkgconfig
 export PKG_CONFIG_SYSROOT_DIR=$prefix
 export LD_LIBRARY_PATH=$multiarch${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}

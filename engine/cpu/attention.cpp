@@ -18,11 +18,16 @@
 //   dQ_i  = scale sum_j dS_ij k_j,   dK_j = scale sum_i dS_ij q_i
 // A KV head's dK and dV sum over the Hq / Hkv query heads that read it. Dot products
 // and gradient sums accumulate in double, in a fixed loop order (deterministic).
+//
+// Packed sequences: the optional fourth input doc_start (i32 [B, T]) gives each token's
+// document start, and row i sums over doc_start[b, i] <= j <= i only (documents never
+// see each other; kmath::attn_doc_start_valid states the layout). Without it, 0 <= j.
 #include <algorithm>
 #include <cmath>
 
 #include "engine/cpu/ops.h"
 #include "engine/op_shapes.h"
+#include "kernels/math/attention_tiles.h"
 #include "kernels/math/online_softmax.h"
 
 namespace engine::cpu {
@@ -41,6 +46,21 @@ float softmax_scale(const OpAttrs& attrs, int64_t d) {
   return static_cast<float>(1.0 / std::sqrt(double(d)));
 }
 
+// Per-row first visible key: doc_start (checked) or all zeros.
+std::vector<int64_t> first_keys(const Tensor& ds, const kmath::AttentionDims& s) {
+  std::vector<int64_t> first(static_cast<size_t>(s.batch * s.seq), 0);
+  if (!ds.defined()) return first;
+  ENGINE_CHECK(ds.dtype() == DType::I32 && ds.shape() == Shape({s.batch, s.seq}),
+               "attention: doc_start must be i32 [", s.batch, ", ", s.seq, "], got ", ds.str());
+  const int32_t* dp = ds.data<int32_t>();
+  for (int64_t b = 0; b < s.batch; ++b)
+    ENGINE_CHECK(kmath::attn_doc_start_valid(dp + b * s.seq, s.seq),
+                 "attention: doc_start of batch entry ", b,
+                 " is not a sequence of contiguous documents");
+  for (size_t i = 0; i < first.size(); ++i) first[i] = dp[i];
+  return first;
+}
+
 double dot(const float* x, const float* y, int64_t n) {
   double s = 0;
   for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * y[i];
@@ -57,6 +77,7 @@ std::vector<Tensor> attention_forward(OpContext& ctx, const std::vector<Tensor>&
   Tensor lse = Tensor::empty(Shape{s.batch, s.q_heads, s.seq});
   const float *qp = q.data<float>(), *kp = k.data<float>(), *vp = v.data<float>();
   float *op = out.data<float>(), *lp = lse.data<float>();
+  const std::vector<int64_t> first = first_keys(in.size() > 3 ? in[3] : Tensor(), s);
 
   std::vector<double> scores(static_cast<size_t>(s.seq)), acc(static_cast<size_t>(s.head_dim));
   for (int64_t b = 0; b < s.batch; ++b)
@@ -65,13 +86,14 @@ std::vector<Tensor> attention_forward(OpContext& ctx, const std::vector<Tensor>&
       for (int64_t i = 0; i < s.seq; ++i) {
         const float* qi = qp + s.q_at(b, i, h);
         kmath::OnlineSoftmax<double> row;  // running max and sum (kernels/math/online_softmax.h)
-        for (int64_t j = 0; j <= i; ++j) {  // causal: keys up to and including i
+        const int64_t j0 = first[b * s.seq + i];
+        for (int64_t j = j0; j <= i; ++j) {  // causal: keys up to and including i
           scores[j] = scale * dot(qi, kp + s.kv_at(b, j, g), s.head_dim);
           row.add(scores[j]);
         }
         const double l = row.lse();
         std::fill(acc.begin(), acc.end(), 0.0);
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = j0; j <= i; ++j) {
           const double p = std::exp(scores[j] - l);
           const float* vj = vp + s.kv_at(b, j, g);
           for (int64_t e = 0; e < s.head_dim; ++e) acc[e] += p * vj[e];
@@ -82,6 +104,7 @@ std::vector<Tensor> attention_forward(OpContext& ctx, const std::vector<Tensor>&
       }
     }
   ctx.save({q, k, v, out, lse});
+  if (in.size() > 3) ctx.save({in[3]});
   return {out};
 }
 
@@ -95,6 +118,7 @@ std::vector<Tensor> attention_backward(OpContext& ctx, const std::vector<Tensor>
                " does not match output ", q.shape().str());
   const float *qp = q.data<float>(), *kp = k.data<float>(), *vp = v.data<float>();
   const float *op = out.data<float>(), *lp = lse.data<float>(), *gp = go.data<float>();
+  const std::vector<int64_t> first = first_keys(ctx.saved.size() > 5 ? ctx.saved[5] : Tensor(), s);
 
   // Double accumulators: dK, dV collect T * group terms per element.
   std::vector<double> dq(static_cast<size_t>(q.numel()), 0.0);
@@ -108,7 +132,7 @@ std::vector<Tensor> attention_backward(OpContext& ctx, const std::vector<Tensor>
         const float* doi = gp + s.q_at(b, i, h);
         const double l = lp[s.lse_at(b, h, i)];
         const double delta = dot(doi, op + s.q_at(b, i, h), s.head_dim);
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = first[b * s.seq + i]; j <= i; ++j) {
           const float* kj = kp + s.kv_at(b, j, g);
           const float* vj = vp + s.kv_at(b, j, g);
           const double p = std::exp(scale * dot(qi, kj, s.head_dim) - l);  // recomputed P_ij
@@ -127,6 +151,7 @@ std::vector<Tensor> attention_backward(OpContext& ctx, const std::vector<Tensor>
     for (size_t i = 0; i < x.size(); ++i) t.data<float>()[i] = static_cast<float>(x[i]);
     return t;
   };
+  // doc_start is an index: no gradient (OpNode drops the fourth slot).
   return {to_tensor(dq, q.shape()), to_tensor(dk, k.shape()), to_tensor(dv, v.shape())};
 }
 

@@ -6,7 +6,8 @@
 //   dw_j = sum over rows of g_j * (x_j * r)
 // The sums run in double here; the per-row and per-element steps are kmath's
 // (kernels/math/rmsnorm.h), the same functions the CUDA kernels call.
-// rope, x [B, T, H, Dh] at positions p = position_offset + t: each pair
+// rope, x [B, T, H, Dh] at positions p = position_offset + t (or, given the optional
+// i32 [B, T] positions of packed sequences, position_offset + positions[b, t]): each pair
 // (x[i], x[i + Dh/2]) rotates by p * inv_freq_i (kernels/math/rope.h). The Jacobian
 // of a rotation is the rotation, so the backward pass rotates the gradient by -angle.
 #include <cmath>
@@ -21,10 +22,38 @@ namespace engine::cpu {
 
 namespace {
 
-// out = x rotated by `sign` * angle (sign +1: forward, -1: inverse / backward).
-Tensor rotate(const Tensor& x, const OpAttrs& a, float sign) {
+// rotate() with per-token positions (i32 [B, T]): the angles per (b, t) instead of per t.
+Tensor rotate_at(const Tensor& x, const OpAttrs& a, float sign, const Tensor& positions) {
   const Shape& s = x.shape();
   const int64_t batch = s[0], seq = s[1], heads = s[2], dh = s[3], half = dh / 2;
+  ENGINE_CHECK(positions.dtype() == DType::I32 && positions.shape() == Shape({batch, seq}),
+               "rope: positions must be i32 [", batch, ", ", seq, "], got ", positions.str());
+  std::vector<float> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i)
+    inv_freq[i] = kmath::rope_inv_freq(static_cast<int>(i), static_cast<int>(dh), a.rope);
+  Tensor out = Tensor::empty(s);
+  const float* xp = x.data<float>();
+  const int32_t* pp = positions.data<int32_t>();
+  float* yp = out.data<float>();
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq; ++t)
+      for (int64_t i = 0; i < half; ++i) {
+        const float angle = kmath::rope_angle(a.position_offset + pp[b * seq + t], inv_freq[i]);
+        const float c = std::cos(angle), sn = sign * std::sin(angle);
+        for (int64_t h = 0; h < heads; ++h) {
+          const int64_t base = ((b * seq + t) * heads + h) * dh;
+          kmath::rope_rotate_pair(xp[base + i], xp[base + i + half], c, sn, &yp[base + i],
+                                  &yp[base + i + half]);
+        }
+      }
+  return out;
+}
+
+// out = x rotated by `sign` * angle (sign +1: forward, -1: inverse / backward).
+Tensor rotate(const Tensor& x, const OpAttrs& a, float sign, const Tensor& positions) {
+  const Shape& s = x.shape();
+  const int64_t batch = s[0], seq = s[1], heads = s[2], dh = s[3], half = dh / 2;
+  if (positions.defined()) return rotate_at(x, a, sign, positions);
 
   // cos/sin depend only on (t, i): tabulate once, [T, Dh/2].
   std::vector<float> cos_t(static_cast<size_t>(seq * half)), sin_t(cos_t.size());
@@ -111,12 +140,15 @@ std::vector<Tensor> rms_norm_backward(OpContext& ctx, const std::vector<Tensor>&
 std::vector<Tensor> rope_forward(OpContext& ctx, const std::vector<Tensor>& in) {
   require_f32(in[0], "rope", "x");
   check_rope(in[0].shape(), ctx.attrs);
-  return {rotate(in[0], ctx.attrs, 1.0f)};
+  const Tensor positions = in.size() > 1 ? in[1] : Tensor();
+  if (positions.defined()) ctx.save({positions});
+  return {rotate(in[0], ctx.attrs, 1.0f, positions)};
 }
 
 std::vector<Tensor> rope_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
   const Tensor g = grad_or_zeros(grad_out[0], ctx.input_shapes[0]);
-  return {rotate(g, ctx.attrs, -1.0f)};
+  // positions are indices: no gradient.
+  return {rotate(g, ctx.attrs, -1.0f, ctx.saved.empty() ? Tensor() : ctx.saved[0])};
 }
 
 }  // namespace engine::cpu

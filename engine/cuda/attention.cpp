@@ -7,6 +7,10 @@
 // D = 64 or 128 runs the tensor-core kernels; other cases the fp32 fallback kernels.
 // The backward computes dq, dk, dv in one call (deterministic; its fp32 scratch comes
 // from the caching allocator) and drops the ones no input needs.
+// The optional fourth input doc_start (i32 [B, T] on the same device; packed sequences)
+// runs the document-masked kernels. Its layout (contiguous documents) is checked by the
+// CPU reference and by whoever builds it (models::PackedBatch); checking it here would
+// cost a device-to-host copy per call, so the kernels assume it.
 #include <cmath>
 
 #include "engine/cuda/op_helpers.h"
@@ -32,6 +36,16 @@ kmath::AttentionDims checked_dims(const Tensor& q, const Tensor& k, const Tensor
   return attention_dims(q.shape(), k.shape(), v.shape());
 }
 
+// The doc_start input's device pointer, or nullptr without one.
+const int32_t* doc_start_ptr(const Tensor& ds, const Tensor& q, const kmath::AttentionDims& s) {
+  if (!ds.defined()) return nullptr;
+  ENGINE_CHECK(ds.dtype() == DType::I32 && ds.shape() == Shape({s.batch, s.seq}) &&
+                   ds.device() == q.device(),
+               "attention: doc_start must be i32 [", s.batch, ", ", s.seq, "] on ",
+               q.device().str(), ", got ", ds.str());
+  return ds.data<int32_t>();
+}
+
 float softmax_scale(const OpAttrs& attrs, int64_t d) {
   if (attrs.softmax_scale != 0.0f) return attrs.softmax_scale;
   return static_cast<float>(1.0 / std::sqrt(double(d)));
@@ -45,10 +59,13 @@ std::vector<Tensor> attention_forward(OpContext& ctx, const std::vector<Tensor>&
   const kmath::AttentionDims s = checked_dims(q, k, v);
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty(Shape{s.batch, s.q_heads, s.seq}, DType::F32, q.device());
+  const Tensor doc_start = in.size() > 3 ? in[3] : Tensor();
   kernels::attention_forward(out.raw_data(), lse.data<float>(), q.raw_data(), k.raw_data(),
                              v.raw_data(), arith_type(q, "attention", "q"), s,
-                             softmax_scale(ctx.attrs, s.head_dim), cuda::current_stream());
+                             softmax_scale(ctx.attrs, s.head_dim), cuda::current_stream(),
+                             doc_start_ptr(doc_start, q, s));
   ctx.save({q, k, v, out, lse});
+  if (doc_start.defined()) ctx.save({doc_start});
   return {out};
 }
 
@@ -75,7 +92,9 @@ std::vector<Tensor> attention_backward(OpContext& ctx, const std::vector<Tensor>
   kernels::attention_backward(dq.raw_data(), dk.raw_data(), dv.raw_data(), q.raw_data(),
                               k.raw_data(), v.raw_data(), out.raw_data(), lse.data<float>(),
                               go.raw_data(), type, s, softmax_scale(ctx.attrs, s.head_dim),
-                              workspace.raw_data(), workspace.nbytes(), cuda::current_stream());
+                              workspace.raw_data(), workspace.nbytes(), cuda::current_stream(),
+                              /*kv_splits=*/0,
+                              doc_start_ptr(ctx.saved.size() > 5 ? ctx.saved[5] : Tensor(), q, s));
   if (!ctx.wants_grad(0)) dq = Tensor();
   if (!ctx.wants_grad(1)) dk = Tensor();
   if (!ctx.wants_grad(2)) dv = Tensor();

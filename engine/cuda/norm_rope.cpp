@@ -22,7 +22,7 @@ namespace engine::cuda_ops {
 namespace {
 
 // out = x rotated by +angle (forward) or -angle (inverse: backward).
-Tensor rotate(const Tensor& x, const OpAttrs& a, bool inverse) {
+Tensor rotate(const Tensor& x, const OpAttrs& a, bool inverse, const Tensor& positions) {
   const kernels::ElemType t = arith_type(x, "rope", inverse ? "gradient" : "x");
   check_rope(x.shape(), a);
   const Shape& s = x.shape();
@@ -30,9 +30,15 @@ Tensor rotate(const Tensor& x, const OpAttrs& a, bool inverse) {
                " is larger than the CUDA kernel's ", 2 * kernels::kRopeMaxHalf);
   std::vector<float> inv_freq(static_cast<size_t>(s[3] / 2));
   kernels::rope_inv_freq_table(inv_freq.data(), static_cast<int>(s[3]), a.rope);
+  if (positions.defined())
+    ENGINE_CHECK(positions.dtype() == DType::I32 && positions.shape() == Shape({s[0], s[1]}) &&
+                     positions.device() == x.device(),
+                 "rope: positions must be i32 [", s[0], ", ", s[1], "] on ", x.device().str(),
+                 ", got ", positions.str());
   Tensor out = Tensor::empty(s, x.dtype(), x.device());
   kernels::rope(out.raw_data(), x.raw_data(), t, s[0], s[1], s[2], s[3], a.position_offset,
-                inv_freq.data(), inverse, cuda::current_stream());
+                inv_freq.data(), inverse, cuda::current_stream(),
+                positions.defined() ? positions.data<int32_t>() : nullptr);
   return out;
 }
 
@@ -75,7 +81,9 @@ std::vector<Tensor> rms_norm_backward(OpContext& ctx, const std::vector<Tensor>&
 }
 
 std::vector<Tensor> rope_forward(OpContext& ctx, const std::vector<Tensor>& in) {
-  return {rotate(in[0], ctx.attrs, false)};
+  const Tensor positions = in.size() > 1 ? in[1] : Tensor();  // packed sequences
+  if (positions.defined()) ctx.save({positions});
+  return {rotate(in[0], ctx.attrs, false, positions)};
 }
 
 std::vector<Tensor> rope_backward(OpContext& ctx, const std::vector<Tensor>& grad_out) {
@@ -83,7 +91,7 @@ std::vector<Tensor> rope_backward(OpContext& ctx, const std::vector<Tensor>& gra
   // gradient's dtype is the output's, which is the input's.
   ENGINE_CHECK(grad_out[0].defined() && grad_out[0].shape() == ctx.input_shapes[0],
                "rope: backward needs the output gradient of shape ", ctx.input_shapes[0].str());
-  return {rotate(grad_out[0], ctx.attrs, true)};
+  return {rotate(grad_out[0], ctx.attrs, true, ctx.saved.empty() ? Tensor() : ctx.saved[0])};
 }
 
 }  // namespace engine::cuda_ops

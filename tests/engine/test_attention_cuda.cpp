@@ -6,6 +6,8 @@
 // saved lse) and backward (dq, dk, dv); device memory NaN-poisoned before each call;
 // two backward runs bitwise equal; every split of the GQA group in the dK/dV kernel.
 // Fallback path: f32 at D = 64 and bf16 at D = 96 (the op harness covers small D).
+// Packed sequences (doc_start): the same bounds with each row's sums starting at its
+// document, on both paths, with documents that begin and end inside and on tile edges.
 //
 // Inputs are bf16 values on both sides; the reference runs in f32 with double sums.
 // Tolerance of the tensor-core path, per element, from the computation itself
@@ -77,11 +79,28 @@ Tensor random_host(const Shape& s, float lo, float hi, engine::Generator& gen, D
 struct Problem {
   Dims d;
   Tensor q, k, v, dout;  // host f32, values exact in the device dtype
+  Tensor doc_start;      // host i32 [B, T] of packed sequences, or undefined
+  // The first key row i of batch entry b sees.
+  int64_t first_key(int64_t b, int64_t i) const {
+    return doc_start.defined() ? doc_start.data<int32_t>()[b * d.t + i] : 0;
+  }
 };
+
+// doc_start for documents of the given lengths, cycled until they fill each row (batch
+// entry b starts the cycle at its b-th length).
+Tensor doc_layout(const Dims& d, const std::vector<int32_t>& lengths) {
+  std::vector<int32_t> v;
+  for (int64_t b = 0; b < d.b; ++b)
+    for (int64_t t = 0, n = b, start = 0; t < d.t; ++t) {
+      if (t - start == lengths[size_t(n) % lengths.size()]) start = t, ++n;
+      v.push_back(int32_t(start));
+    }
+  return Tensor::from_ints(v, Shape{d.b, d.t});
+}
 
 Problem make_problem(const Dims& d, uint64_t seed, DType dtype) {
   engine::Generator gen(seed);
-  Problem p{d, {}, {}, {}, {}};
+  Problem p{d, {}, {}, {}, {}, {}};
   p.q = random_host({d.b, d.t, d.hq, d.d}, -2.0f, 2.0f, gen, dtype);  // scores of order 1
   p.k = random_host({d.b, d.t, d.hkv, d.d}, -1.0f, 1.0f, gen, dtype);
   p.v = random_host({d.b, d.t, d.hkv, d.d}, -1.0f, 1.0f, gen, dtype);
@@ -97,7 +116,9 @@ Results cpu_reference(const Problem& p) {
   OpContext ctx;
   ctx.attrs.softmax_scale = 0.0f;
   Results r;
-  r.out = engine::cpu::attention_forward(ctx, {p.q, p.k, p.v})[0].to_floats();
+  std::vector<Tensor> in = {p.q, p.k, p.v};
+  if (p.doc_start.defined()) in.push_back(p.doc_start);
+  r.out = engine::cpu::attention_forward(ctx, in)[0].to_floats();
   r.lse = ctx.saved[4].to_floats();
   std::vector<Tensor> g = engine::cpu::attention_backward(ctx, {p.dout});
   r.dq = g[0].to_floats();
@@ -114,7 +135,9 @@ Results gpu_run(const Problem& p, DType dtype, OpContext& ctx) {
   const size_t bytes = 4 * size_t(p.q.numel()) * 4 + 4096;
   testing_support::poison_device_pool(bytes);
   Results r;
-  r.out = engine::cuda_ops::attention_forward(ctx, {dev(p.q), dev(p.k), dev(p.v)})[0].to_floats();
+  std::vector<Tensor> in = {dev(p.q), dev(p.k), dev(p.v)};
+  if (p.doc_start.defined()) in.push_back(p.doc_start.to(Device::cuda()));
+  r.out = engine::cuda_ops::attention_forward(ctx, in)[0].to_floats();
   r.lse = ctx.saved[4].to_floats();
   testing_support::poison_device_pool(bytes);
   std::vector<Tensor> g = engine::cuda_ops::attention_backward(ctx, {dev(p.dout)});
@@ -156,7 +179,8 @@ Bounds fast_path_bounds(const Problem& p, const std::vector<float>& gpu_out) {
       for (int64_t i = 0; i < T; ++i) {
         const float *qi = &q[size_t(qa(b, i, h))], *gi = &go[size_t(qa(b, i, h))];
         double m = -INFINITY, smax = 0, eS = 0;
-        for (int64_t j = 0; j <= i; ++j) {
+        const int64_t j0 = p.first_key(b, i);
+        for (int64_t j = j0; j <= i; ++j) {
           const float *kj = &k[size_t(ka(b, j, g))], *vj = &v[size_t(ka(b, j, g))];
           double s = 0, sa = 0, dp = 0, dpa = 0;
           for (int64_t c = 0; c < D; ++c) {
@@ -173,15 +197,15 @@ Bounds fast_path_bounds(const Problem& p, const std::vector<float>& gpu_out) {
           eS = std::max(eS, scale * D * kUAcc * sa);
         }
         double l = 0;
-        for (int64_t j = 0; j <= i; ++j) l += std::exp(S[size_t(i * T + j)] - m);
+        for (int64_t j = j0; j <= i; ++j) l += std::exp(S[size_t(i * T + j)] - m);
         const double lse = m + std::log(l);
-        const double n_tiles = double(i / 64 + 1);
+        const double n_tiles = double(i / 64 + 1);  // (j0 > 0 visits fewer: an upper bound)
         const double dfwd = eS + kU32 * (2 * smax + 2 * std::fabs(m) + 4 + 2 * n_tiles);
         const double e_lse = dfwd + kU32 * (double(i + 1) + 2 * std::fabs(lse) + 4);
         e.lse[size_t((b * d.hq + h) * T + i)] = e_lse;
         db[size_t(i)] = eS + kU32 * (2 * smax + 2 * std::fabs(lse) + 4) + e_lse;
         for (int64_t c = 0; c < D; ++c) O[size_t(i * D + c)] = 0, eO[size_t(i * D + c)] = 0;
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = j0; j <= i; ++j) {
           const double pij = std::exp(S[size_t(i * T + j)] - lse);
           P[size_t(i * T + j)] = pij;
           const float* vj = &v[size_t(ka(b, j, g))];
@@ -206,7 +230,7 @@ Bounds fast_path_bounds(const Problem& p, const std::vector<float>& gpu_out) {
       // Gradients: accumulate the error bounds of every product term.
       for (int64_t i = 0; i < T; ++i) {
         const float *qi = &q[size_t(qa(b, i, h))], *gi = &go[size_t(qa(b, i, h))];
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = p.first_key(b, i); j <= i; ++j) {
           const size_t ij = size_t(i * T + j);
           const double pij = P[ij], ds = pij * (dP[ij] - delta[size_t(i)]);
           const double eds0 = db[size_t(i)] * std::fabs(ds) + pij * (edP[ij] + edelta[size_t(i)]);
@@ -249,15 +273,12 @@ std::vector<double> harness_tolerance(const std::vector<float>& ref, DType dtype
 
 class AttentionCudaFast : public testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t>> {};
 
-TEST_P(AttentionCudaFast, MatchesCpuWithinDerivedBoundsAndIsDeterministic) {
-  SKIP_WITHOUT_GPU();
 #if ENGINE_WITH_CUDA
-  auto [head_dim, seq, ratio] = GetParam();
-  const int64_t hkv = 2, batch = seq <= 17 ? 2 : 1;
-  const Dims d{batch, seq, hkv * ratio, hkv, head_dim};
-  ASSERT_TRUE(kernels::attention_fast_path(kernels::ElemType::BF16,
-                                           {d.b, d.t, d.hq, d.hkv, d.d}));
-  const Problem p = make_problem(d, 1000 + uint64_t(seq * 7 + ratio * 3 + head_dim), DType::BF16);
+// The tensor-core path on `p` against the CPU reference within the derived bounds, and
+// a second backward from the same saved tensors bit for bit (with every split of the
+// GQA group in `splits`, through the launcher).
+void check_fast_path(const Problem& p, std::initializer_list<int> splits = {}) {
+  const Dims& d = p.d;
   const Results ref = cpu_reference(p);
   OpContext ctx;
   const Results got = gpu_run(p, DType::BF16, ctx);
@@ -267,7 +288,7 @@ TEST_P(AttentionCudaFast, MatchesCpuWithinDerivedBoundsAndIsDeterministic) {
   finish(tol.dq, ref.dq, true);
   finish(tol.dk, ref.dk, true);
   finish(tol.dv, ref.dv, true);
-  const std::string at = d.str();
+  const std::string at = d.str() + (p.doc_start.defined() ? " packed" : "");
   expect_within(got.out, ref.out, tol.out, at + " out");
   expect_within(got.lse, ref.lse, tol.lse, at + " lse");
   expect_within(got.dq, ref.dq, tol.dq, at + " dq");
@@ -281,6 +302,41 @@ TEST_P(AttentionCudaFast, MatchesCpuWithinDerivedBoundsAndIsDeterministic) {
   EXPECT_TRUE(bitwise_equal(again[0].to_floats(), got.dq)) << at << " dq differs between runs";
   EXPECT_TRUE(bitwise_equal(again[1].to_floats(), got.dk)) << at << " dk differs between runs";
   EXPECT_TRUE(bitwise_equal(again[2].to_floats(), got.dv)) << at << " dv differs between runs";
+
+  const Tensor &q = ctx.saved[0], &k = ctx.saved[1], &v = ctx.saved[2], &out = ctx.saved[3],
+               &lse = ctx.saved[4];
+  const Tensor go = p.dout.to_dtype(DType::BF16).to(Device::cuda());
+  const Tensor doc = p.doc_start.defined() ? p.doc_start.to(Device::cuda()) : Tensor();
+  const kmath::AttentionDims s{d.b, d.t, d.hq, d.hkv, d.d};
+  for (int split : splits) {
+    const size_t ws = kernels::attention_backward_workspace_bytes(kernels::ElemType::BF16, s, split);
+    Tensor w = Tensor::empty({int64_t(ws / 4 + 1)}, DType::F32, Device::cuda());
+    Tensor dq = Tensor::empty(q.shape(), DType::BF16, Device::cuda());
+    Tensor dk = Tensor::empty(k.shape(), DType::BF16, Device::cuda());
+    Tensor dv = Tensor::empty(v.shape(), DType::BF16, Device::cuda());
+    kernels::attention_backward(dq.raw_data(), dk.raw_data(), dv.raw_data(), q.raw_data(),
+                                k.raw_data(), v.raw_data(), out.raw_data(), lse.data<float>(),
+                                go.raw_data(), kernels::ElemType::BF16, s,
+                                float(1.0 / std::sqrt(double(d.d))), w.raw_data(), w.nbytes(),
+                                engine::cuda::current_stream(), split,
+                                doc.defined() ? doc.data<int32_t>() : nullptr);
+    const std::string at_split = at + " splits " + std::to_string(split);
+    expect_within(dq.to_floats(), ref.dq, tol.dq, at_split + " dq");
+    expect_within(dk.to_floats(), ref.dk, tol.dk, at_split + " dk");
+    expect_within(dv.to_floats(), ref.dv, tol.dv, at_split + " dv");
+  }
+}
+#endif
+
+TEST_P(AttentionCudaFast, MatchesCpuWithinDerivedBoundsAndIsDeterministic) {
+  SKIP_WITHOUT_GPU();
+#if ENGINE_WITH_CUDA
+  auto [head_dim, seq, ratio] = GetParam();
+  const int64_t hkv = 2, batch = seq <= 17 ? 2 : 1;
+  const Dims d{batch, seq, hkv * ratio, hkv, head_dim};
+  ASSERT_TRUE(kernels::attention_fast_path(kernels::ElemType::BF16,
+                                           {d.b, d.t, d.hq, d.hkv, d.d}));
+  check_fast_path(make_problem(d, 1000 + uint64_t(seq * 7 + ratio * 3 + head_dim), DType::BF16));
 #endif
 }
 
@@ -295,6 +351,56 @@ INSTANTIATE_TEST_SUITE_P(
            << "_ratio" << std::get<2>(param_info.param);
       return name.str();
     });
+
+// Packed sequences on the tensor-core path. Document lengths (cycled, shifted by one
+// in the second batch entry): one-token documents, starts on and off the 64- and 128-row
+// tile edges, documents longer than a tile, and many short ones; the GQA group split.
+class AttentionCudaFastPacked
+    : public testing::TestWithParam<std::tuple<int64_t, std::vector<int32_t>>> {};
+
+TEST_P(AttentionCudaFastPacked, MatchesCpuWithinDerivedBounds) {
+  SKIP_WITHOUT_GPU();
+#if ENGINE_WITH_CUDA
+  const auto& [head_dim, lengths] = GetParam();
+  const Dims d{2, 300, 8, 2, head_dim};
+  Problem p = make_problem(d, 31 + uint64_t(head_dim + lengths.size()), DType::BF16);
+  p.doc_start = doc_layout(d, lengths);
+  check_fast_path(p, {1, 4});
+#endif
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, AttentionCudaFastPacked,
+    testing::Combine(testing::Values(int64_t(64), int64_t(128)),
+                     testing::Values(std::vector<int32_t>{1, 63, 2, 130, 40},
+                                     std::vector<int32_t>{128, 64, 1},
+                                     std::vector<int32_t>{17, 5, 29},
+                                     std::vector<int32_t>{127, 1, 95})),
+    [](const testing::TestParamInfo<std::tuple<int64_t, std::vector<int32_t>>>& param_info) {
+      std::ostringstream name;
+      name << "D" << std::get<0>(param_info.param) << "_docs";
+      for (int32_t n : std::get<1>(param_info.param)) name << "_" << n;
+      return name.str();
+    });
+
+// The fallback kernels with packed sequences: f32 at D = 64 (the op harness covers small D).
+TEST(AttentionCuda, FallbackPathMasksDocuments) {
+  SKIP_WITHOUT_GPU();
+#if ENGINE_WITH_CUDA
+  const Dims d{2, 37, 4, 2, 64};
+  Problem p = make_problem(d, 91, DType::F32);
+  p.doc_start = doc_layout(d, {1, 9, 16, 3});
+  const Results ref = cpu_reference(p);
+  OpContext ctx;
+  const Results got = gpu_run(p, DType::F32, ctx);
+  const int64_t k = d.t * d.d;
+  expect_within(got.out, ref.out, harness_tolerance(ref.out, DType::F32, k), "packed out");
+  expect_within(got.lse, ref.lse, harness_tolerance(ref.lse, DType::F32, k), "packed lse");
+  expect_within(got.dq, ref.dq, harness_tolerance(ref.dq, DType::F32, k), "packed dq");
+  expect_within(got.dk, ref.dk, harness_tolerance(ref.dk, DType::F32, 4 * k), "packed dk");
+  expect_within(got.dv, ref.dv, harness_tolerance(ref.dv, DType::F32, 4 * k), "packed dv");
+#endif
+}
 
 // Every split of the GQA group in the dK/dV kernel (1: direct bf16 store; more: fp32
 // partials summed in split order) is within the same bounds and deterministic.

@@ -268,4 +268,129 @@ TEST(AttentionTiles, CausalScheduleCoversEveryVisiblePairOnce) {
   }
 }
 
+// ---- document masking (packed sequences) -------------------------------------------
+// Row i sees keys doc_start[i] <= j <= i (kernels/math/attention_tiles.h).
+
+// doc_start of documents with the given lengths, cycled to fill seq.
+std::vector<int32_t> doc_layout(int seq, const std::vector<int>& lengths) {
+  std::vector<int32_t> ds;
+  for (int t = 0, n = 0, start = 0; t < seq; ++t) {
+    if (t - start == lengths[size_t(n) % lengths.size()]) start = t, ++n;
+    ds.push_back(start);
+  }
+  return ds;
+}
+
+bool doc_visible(const std::vector<int32_t>& ds, int i, int j) {
+  const int seq = int(ds.size());
+  return i < seq && j < seq && j <= i && j >= ds[size_t(i)];
+}
+
+// Forward and dQ with doc_start: key tiles from attn_first_key_tile of the block's first
+// row; a warp computes a tile iff attn_sees and attn_doc_sees_keys (rows' first document
+// start doc_lo), masks iff attn_needs_mask or attn_doc_masks_keys (last row's doc_hi);
+// the element mask is j > i or j < doc_start[i]. Rows past seq clamp to the last row.
+void check_query_major_docs(int br, int bc, const std::vector<int32_t>& ds) {
+  const int seq = int(ds.size());
+  auto at = [&](int i) { return ds[size_t(std::min(i, seq - 1))]; };
+  std::vector<int> count(size_t(seq) * seq, 0);
+  for (int q0 = 0; q0 < seq; q0 += br)
+    for (int row0 = q0; row0 < q0 + br; row0 += 16) {
+      const int n_kt = kmath::attn_key_tiles(q0, br, bc, seq);
+      const int kt_begin = kmath::attn_first_key_tile(ds[size_t(q0)], bc);
+      const int doc_lo = at(row0), doc_hi = at(row0 + 15);
+      for (int i = row0; i < std::min(row0 + 16, seq); ++i)  // skipped tiles: nothing seen
+        for (int j = 0; j < kt_begin * bc; ++j) ASSERT_FALSE(doc_visible(ds, i, j));
+      for (int kt = kt_begin; kt < n_kt; ++kt) {
+        const int k0 = kt * bc;
+        if (!kmath::attn_sees(row0 + 15, k0) || !kmath::attn_doc_sees_keys(k0, bc, doc_lo)) {
+          for (int i = row0; i < row0 + 16; ++i)
+            for (int j = k0; j < k0 + bc; ++j) ASSERT_FALSE(doc_visible(ds, i, j));
+          continue;
+        }
+        const bool masked = kmath::attn_needs_mask(row0, k0 + bc - 1) ||
+                            kmath::attn_doc_masks_keys(k0, doc_hi);
+        for (int i = row0; i < std::min(row0 + 16, seq); ++i)
+          for (int j = k0; j < k0 + bc; ++j) {
+            if (masked && (j > i || j < ds[size_t(i)])) continue;  // the element mask
+            ASSERT_TRUE(doc_visible(ds, i, j)) << "unmasked hidden pair i " << i << " j " << j;
+            ++count[size_t(i) * seq + j];
+          }
+      }
+    }
+  for (int i = 0; i < seq; ++i)
+    for (int j = 0; j < seq; ++j)
+      ASSERT_EQ(count[size_t(i) * seq + j], doc_visible(ds, i, j) ? 1 : 0) << i << "," << j;
+}
+
+// dK/dV with doc_start: query tiles from attn_first_query_tile to the tile holding
+// attn_doc_end of the block's last key; a warp computes a tile iff attn_sees and
+// attn_doc_seen_by_rows (its last key's document end end_hi), masks iff the causal rule
+// or attn_doc_masks_rows (first key's end_lo); element mask i >= attn_doc_end(j).
+void check_key_major_docs(int br, int bc, const std::vector<int32_t>& ds) {
+  const int seq = int(ds.size());
+  auto end_of = [&](int j) { return kmath::attn_doc_end(ds.data(), seq, std::min(j, seq - 1)); };
+  std::vector<int> count(size_t(seq) * seq, 0);
+  for (int k0 = 0; k0 < seq; k0 += bc)
+    for (int key0 = k0; key0 < k0 + bc; key0 += 16) {
+      const int first = kmath::attn_first_query_tile(k0, br);
+      const int q_end = end_of(k0 + bc - 1), end_lo = end_of(key0), end_hi = end_of(key0 + 15);
+      for (int j = key0; j < std::min(key0 + 16, seq); ++j)  // rows outside the loop
+        for (int i = 0; i < seq; ++i)
+          if (i < first * br || i >= (q_end + br - 1) / br * br)
+            ASSERT_FALSE(doc_visible(ds, i, j));
+      for (int q0 = first * br; q0 < q_end; q0 += br) {
+        if (!kmath::attn_sees(q0 + br - 1, key0) || !kmath::attn_doc_seen_by_rows(q0, end_hi)) {
+          for (int i = q0; i < q0 + br; ++i)
+            for (int j = key0; j < key0 + 16; ++j) ASSERT_FALSE(doc_visible(ds, i, j));
+          continue;
+        }
+        const bool masked = kmath::attn_needs_mask(q0, key0 + 15) || q0 + br > seq ||
+                            kmath::attn_doc_masks_rows(q0, br, end_lo);
+        for (int i = q0; i < q0 + br; ++i)
+          for (int j = key0; j < std::min(key0 + 16, seq); ++j) {
+            if (masked && (j > i || i >= seq || i >= end_of(j))) continue;
+            ASSERT_TRUE(doc_visible(ds, i, j)) << "unmasked hidden pair i " << i << " j " << j;
+            ++count[size_t(i) * seq + j];
+          }
+      }
+    }
+  for (int i = 0; i < seq; ++i)
+    for (int j = 0; j < seq; ++j)
+      ASSERT_EQ(count[size_t(i) * seq + j], doc_visible(ds, i, j) ? 1 : 0) << i << "," << j;
+}
+
+TEST(AttentionTiles, DocumentEndIsTheFirstRowOfALaterDocument) {
+  using L = std::vector<int>;
+  for (const L& lengths : {L{1}, L{3, 1, 7}, L{64, 1, 200}}) {
+    const std::vector<int32_t> ds = doc_layout(150, lengths);
+    EXPECT_TRUE(kmath::attn_doc_start_valid(ds.data(), int64_t(ds.size())));
+    for (int j = 0; j < 150; ++j) {
+      int end = j + 1;
+      while (end < 150 && ds[size_t(end)] <= j) ++end;
+      ASSERT_EQ(kmath::attn_doc_end(ds.data(), 150, j), end) << j;
+    }
+  }
+  const std::vector<int32_t> bad = {0, 0, 2, 1};
+  EXPECT_FALSE(kmath::attn_doc_start_valid(bad.data(), 4));
+  const std::vector<int32_t> bad_first = {1, 1};
+  EXPECT_FALSE(kmath::attn_doc_start_valid(bad_first.data(), 2));
+}
+
+TEST(AttentionTiles, DocumentScheduleCoversEveryVisiblePairOnce) {
+  for (int seq : {1, 17, 64, 129, 300})
+    for (const std::vector<int>& lengths :
+         {std::vector<int>{1}, std::vector<int>{1, 63, 2, 130, 40}, std::vector<int>{128, 64, 1},
+          std::vector<int>{17, 5, 29}, std::vector<int>{1000},
+          // document boundaries one row before or after a tile edge, far from the diagonal
+          std::vector<int>{127, 1, 95}, std::vector<int>{65, 33, 31}}) {
+      SCOPED_TRACE(testing::Message() << "seq " << seq << ", first document " << lengths[0]);
+      const std::vector<int32_t> ds = doc_layout(seq, lengths);
+      check_query_major_docs(128, 64, ds);
+      check_key_major_docs(64, 128, ds);
+      check_query_major_docs(128, 32, ds);  // dQ's 32-key tiles
+      check_key_major_docs(32, 128, ds);    // dK/dV's 32-row tiles
+    }
+}
+
 }  // namespace

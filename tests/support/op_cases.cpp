@@ -104,6 +104,19 @@ void rms_norm_cases(CaseBuilder& b) {
   }
 }
 
+// Packed sequences: per batch entry, document lengths summing to the sequence length.
+// Returns doc_start (attention) or, with positions = true, the restarting positions (rope).
+Tensor doc_layout(const std::vector<std::vector<int32_t>>& lengths, bool positions) {
+  std::vector<int32_t> v;
+  for (const auto& row : lengths) {
+    int32_t t = 0;
+    for (int32_t n : row)
+      for (int32_t p = 0; p < n; ++p, ++t) v.push_back(positions ? p : t - p);
+  }
+  const int64_t seq = static_cast<int64_t>(v.size() / lengths.size());
+  return Tensor::from_ints(v, Shape{static_cast<int64_t>(lengths.size()), seq});
+}
+
 void rope_cases(CaseBuilder& b) {
   OpAttrs plain;
   plain.rope.theta = 10000.0f;
@@ -115,6 +128,8 @@ void rope_cases(CaseBuilder& b) {
   llama3.rope.original_max_position = 32.0f;  // small so all three frequency bands occur
   llama3.position_offset = 3;
   b.add("[2,7,3,16] llama3 scaling, offset 3", {b.rand({2, 7, 3, 16})}, {true}, 16, llama3);
+  b.add("[2,7,3,16] packed positions {3,4} {1,1,5}, offset 3",
+        {b.rand({2, 7, 3, 16}), doc_layout({{3, 4}, {1, 1, 5}}, true)}, {true, false}, 16, llama3);
 }
 
 void attention_cases(CaseBuilder& b) {
@@ -128,6 +143,20 @@ void attention_cases(CaseBuilder& b) {
           {b.rand({d.batch, d.seq, d.hq, d.d}), b.rand({d.batch, d.seq, d.hkv, d.d}),
            b.rand({d.batch, d.seq, d.hkv, d.d})},
           {true, true, true}, d.seq * d.d, a);
+  }
+  // Packed sequences: documents of one token, of the whole sequence, and in between; the
+  // lengths straddle where the kernels' tiles would split.
+  struct Packed { Dims d; std::vector<std::vector<int32_t>> docs; const char* label; };
+  for (const Packed& p :
+       {Packed{{2, 9, 4, 2, 6}, {{3, 4, 2}, {1, 8}}, "B2 T9 Hq4 Hkv2 D6 docs {3,4,2} {1,8}"},
+        Packed{{1, 7, 3, 1, 5}, {{1, 1, 2, 1, 2}}, "B1 T7 Hq3 Hkv1 D5 docs {1,1,2,1,2}"}}) {
+    OpAttrs a;
+    a.softmax_scale = 1.0f;
+    const Dims& d = p.d;
+    b.add(p.label,
+          {b.rand({d.batch, d.seq, d.hq, d.d}), b.rand({d.batch, d.seq, d.hkv, d.d}),
+           b.rand({d.batch, d.seq, d.hkv, d.d}), doc_layout(p.docs, false)},
+          {true, true, true, false}, d.seq * d.d, a);
   }
 }
 

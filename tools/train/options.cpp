@@ -14,6 +14,7 @@
 
 #include "engine/error.h"
 #include "engine/optim/lr_schedule.h"
+#include "models/chat_template.h"
 #include "models/lora.h"
 
 namespace train {
@@ -21,13 +22,14 @@ namespace train {
 std::optional<TrainOptions> parse_options(int argc, char** argv, int* exit_code) {
   TrainOptions o;
   CLI::App app{"train70b: 4-bit QLoRA fine-tuning of Llama models; writes a PEFT adapter.\n"
-               "Run with --demo for the built-in tiny model and task.",
+               "Run with --demo for the built-in tiny model and task.\n"
+               "Subcommands: train70b quantize --help, train70b tokenize --help.",
                "train70b"};
   app.get_formatter()->column_width(34);
   app.add_flag("--demo", o.demo, "Train the built-in tiny model on a generated task\n(defaults then: lr 2e-3, batch 8, 2 epochs)");
-  app.add_option("--model", o.model, "Hugging Face model directory, or a preset: tiny, llama3-8b, llama3-70b")
+  app.add_option("--model", o.model, "Hugging Face model directory, model id in the local HF cache (org/name),\npreset (tiny, llama3-8b, llama3-70b), or synthetic:<preset> (random NF4 on the device)")
       ->capture_default_str();
-  app.add_option("--dataset", o.dataset, "JSONL dataset: text, prompt+completion, input_ids(+labels) or messages");
+  app.add_option("--dataset", o.dataset, "JSONL dataset: text, prompt+completion, messages, ShareGPT\nconversations, Alpaca, or input_ids(+labels)");
   app.add_option("--output", o.output, "Directory for the adapter and metrics.jsonl")->capture_default_str();
   app.add_option("--lora-r", o.lora_r, "LoRA rank")->capture_default_str();
   app.add_option("--lora-alpha", o.lora_alpha, "LoRA alpha (scaling = alpha / r)")->capture_default_str();
@@ -43,7 +45,17 @@ std::optional<TrainOptions> parse_options(int argc, char** argv, int* exit_code)
       ->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "Sequences per micro-batch")->capture_default_str();
   app.add_option("--grad-accum", o.grad_accum, "Micro-batches per optimizer step")->capture_default_str();
-  app.add_option("--max-seq-len", o.max_seq_len, "Longer examples are truncated")->capture_default_str();
+  app.add_option("--max-seq-len", o.max_seq_len, "Longer examples are truncated (or dropped:\n--truncation drop)")->capture_default_str();
+  app.add_flag("--packing", o.packing,
+               "Pack several examples into each sequence of --max-seq-len tokens\n(positions restart and attention stops at each example)");
+  app.add_option("--chat-template", o.chat_template,
+                 "llama3, llama3.1 (also 3.3), llama3.2 or llama2; default: the\nmodel's tokenizer_config.json (llama3 for presets)");
+  app.add_flag("--train-on-inputs", o.train_on_inputs,
+               "Train on prompts and user turns too (default: only\nassistant turns and completions)");
+  app.add_option("--truncation", o.truncation, "Examples over --max-seq-len: right (cut) or drop")
+      ->capture_default_str();
+  app.add_option("--preview", o.preview, "Print the first N examples as text, trained spans\nmarked, before training")
+      ->capture_default_str();
   app.add_option("--schedule", o.schedule, "constant, linear or cosine (after warmup)")->capture_default_str();
   app.add_option("--warmup-ratio", o.warmup_ratio, "Fraction of steps with linear warmup")->capture_default_str();
   app.add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
@@ -112,6 +124,11 @@ void validate(const TrainOptions& o) {
                      "--eval-fraction must be in [0, 1), got ", o.eval_fraction);
   ENGINE_INPUT_CHECK(o.base_format == "nf4" || o.base_format == "f32",
                      "--base-format must be nf4 or f32, got '", o.base_format, "'");
+  ENGINE_INPUT_CHECK(o.truncation == "right" || o.truncation == "drop",
+                     "--truncation must be right or drop, got '", o.truncation, "'");
+  ENGINE_INPUT_CHECK(o.chat_template.empty() || models::parse_chat_template_name(o.chat_template),
+                     "--chat-template '", o.chat_template, "' is not known; ", models::kChooseChatTemplate);
+  ENGINE_INPUT_CHECK(o.preview >= 0, "--preview must not be negative, got ", o.preview);
   ENGINE_INPUT_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda",
                      "--device must be auto, cpu or cuda, got '", o.device, "'");
   // These parsers see the value, not the flag it came from: the message adds it.

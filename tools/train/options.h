@@ -9,7 +9,7 @@ namespace train {
 struct TrainOptions {
   bool demo = false;              // built-in model and task; ignores --model/--dataset
   std::string model = "tiny";     // HF model directory or preset (tiny, llama3-8b, llama3-70b)
-  std::string dataset;            // JSONL: text | prompt+completion | input_ids(+labels) | messages
+  std::string dataset;            // JSONL: models/dataset.h lists the formats
   std::string output = "train70b-out";
   // LoRA (PEFT conventions).
   int64_t lora_r = 16;
@@ -28,6 +28,16 @@ struct TrainOptions {
   int64_t batch_size = 4;         // sequences per micro-batch
   int64_t grad_accum = 1;         // micro-batches per optimizer step
   int64_t max_seq_len = 512;
+  // Several examples per sequence of max_seq_len tokens, each its own document
+  // (models/packing.h); batch_size then counts packed sequences.
+  bool packing = false;
+  // Data (models/dataset.h): the chat template for messages/ShareGPT/Alpaca records
+  // (empty: the model's tokenizer_config.json; llama3 for presets), whether prompts are
+  // trained too, what happens to examples over max_seq_len, how many to show first.
+  std::string chat_template;
+  bool train_on_inputs = false;
+  std::string truncation = "right";  // right | drop
+  int64_t preview = 0;
   std::string schedule = "constant";
   float warmup_ratio = 0.03f;
   float weight_decay = 0.0f;

@@ -6,19 +6,28 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include <unistd.h>
+
 #include "engine/autograd.h"
 #include "engine/backend.h"
+#include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
 #include "engine/nvtx.h"
 #include "engine/ops.h"
 #include "engine/optim/adamw.h"
 #include "engine/optim/lr_schedule.h"
 #include "models/adapter.h"
+#include "models/data_report.h"
 #include "models/hf_config.h"
+#include "models/hf_hub.h"
+#include "models/packing.h"
+#include "models/synthetic.h"
+#include "models/weight_loader.h"
 #include "tools/train/demo_task.h"
 
 namespace train {
@@ -49,22 +58,31 @@ struct Loaded {
   std::string base_name;
 };
 
-// What --model names: a preset, or a Hugging Face directory with its config.json read.
-// Nothing is allocated yet, so the run's sizes can be checked against the config first.
+// What --model names: a preset, "synthetic:<preset>", a Hugging Face directory, or a model
+// id (org/name) found in the local Hugging Face cache; config.json is read. Nothing is
+// allocated yet, so the run's sizes can be checked against the config first.
 struct ModelSource {
   models::LlamaConfig config;
-  std::string dir;  // empty for a preset
+  std::string dir;  // empty for a preset or a synthetic model
   std::string name;
+  bool synthetic = false;
 };
 
 ModelSource resolve_model(const TrainOptions& o) {
   ModelSource src;
   src.name = o.demo ? "tiny" : o.model;
-  if (!fs::is_directory(src.name)) {
-    ENGINE_INPUT_CHECK(src.name.find('/') == std::string::npos, "--model ", src.name,
-                       ": no such directory");
+  const std::string synthetic = models::synthetic_preset(src.name);
+  if (!synthetic.empty() || !fs::is_directory(src.name)) {
+    if (synthetic.empty() && src.name.find('/') != std::string::npos) {
+      // Not a directory: a Hugging Face model id, from the local cache only.
+      ENGINE_INPUT_CHECK(models::is_hf_model_id(src.name), "--model ", src.name, ": no such directory");
+      src.dir = models::resolve_hf_model(src.name);
+      src.config = models::load_hf_config((fs::path(src.dir) / "config.json").string());
+      return src;
+    }
+    src.synthetic = !synthetic.empty();
     try {
-      src.config = models::preset(src.name);
+      src.config = models::preset(src.synthetic ? synthetic : src.name);
     } catch (const engine::InputError& e) {
       throw engine::InputError(std::string("--model: ") + e.what());
     }
@@ -75,25 +93,65 @@ ModelSource resolve_model(const TrainOptions& o) {
   return src;
 }
 
-Loaded load_model(const TrainOptions& o, const ModelSource& src) {
+// A checkpoint streams tensor by tensor into its final form on `device` (models/weight_loader.h)
+// and a synthetic model is drawn there; a preset is a random f32 model frozen by the caller.
+Loaded load_model(const TrainOptions& o, const ModelSource& src, engine::Device device,
+                  std::ostream& log) {
   Loaded l;
-  if (src.dir.empty()) {
+  const models::BaseFormat format =
+      o.base_format == "nf4" ? models::BaseFormat::NF4 : models::BaseFormat::F32;
+  if (src.synthetic) {
+    ENGINE_INPUT_CHECK(format == models::BaseFormat::NF4, "--model ", src.name,
+                       ": synthetic models are NF4 (drop --base-format f32)");
+    l.model = models::synthetic_llama(src.config, o.seed, device);
+    l.base_name = src.name;
+  } else if (src.dir.empty()) {
     l.model = std::make_unique<models::LlamaModel>(src.config, o.seed);
     l.base_name = "preset:" + src.name;
   } else {
-    engine::io::SafetensorsIndex index(src.dir);
-    models::NamedTensors weights;
-    for (const std::string& n : index.names()) weights.push_back({n, index.load(n)});
-    // Weight errors name the file that lists the tensors (the index, or model.safetensors).
-    l.model = std::make_unique<models::LlamaModel>(src.config, weights, index.path());
-    l.base_name = src.dir;
+    models::LoadOptions lo;
+    lo.device = device;
+    lo.format = format;
+    lo.log = &log;
+    lo.live_progress = &log == &std::cout && ::isatty(STDOUT_FILENO);
+    l.model = models::load_llama(src.config, src.dir, lo);
+    l.base_name = src.name == src.dir ? src.dir : src.name + " (" + src.dir + ")";
   }
   return l;
 }
 
 std::unique_ptr<models::Tokenizer> make_tokenizer(const ModelSource& src) {
   if (src.config.vocab >= 258 && src.dir.empty()) return std::make_unique<models::ByteTokenizer>();
+  // The model directory's own tokenizer (tokenizer.json or tokenizer.model), when it has one.
+  if (!src.dir.empty() && (fs::exists(fs::path(src.dir) / "tokenizer.json") ||
+                           fs::exists(fs::path(src.dir) / "tokenizer.model"))) {
+    std::unique_ptr<models::Tokenizer> tok = models::load_tokenizer(src.dir);
+    ENGINE_INPUT_CHECK(tok->vocab_size() <= src.config.vocab, src.dir, ": the tokenizer has ",
+                       tok->vocab_size(), " tokens, more than config.json's vocab_size ",
+                       src.config.vocab);
+    return tok;
+  }
   return std::make_unique<PretokenizedOnly>(src.config.vocab);
+}
+
+// The dataset flags, and the chat template: --chat-template, else the model directory's
+// (a missing or unknown one is an error only when a record needs it), else llama3 for the
+// presets, whose byte tokenizer spells its header tokens.
+models::DatasetOptions dataset_options(const TrainOptions& o, const ModelSource& src) {
+  models::DatasetOptions d;
+  d.max_seq_len = o.max_seq_len;
+  d.truncation = o.truncation == "drop" ? models::Truncation::Drop : models::Truncation::Right;
+  d.train_on_inputs = o.train_on_inputs;
+  if (!o.chat_template.empty()) {
+    d.chat_template = models::parse_chat_template_name(o.chat_template);
+  } else if (src.dir.empty()) {
+    d.chat_template = models::ChatTemplate::Llama3;
+  } else {
+    const models::ChatTemplateLookup found = models::find_chat_template(src.dir);
+    d.chat_template = found.kind;
+    d.chat_template_problem = found.problem;
+  }
+  return d;
 }
 
 // A rank above min(in, out) of a targeted linear adds parameters and memory, but no
@@ -222,20 +280,35 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
   const std::unique_ptr<models::Tokenizer> tokenizer = make_tokenizer(source);
   std::vector<models::Example> examples;
   models::DatasetStats stats;
+  const models::DatasetOptions data_options = dataset_options(o, source);
   if (o.demo) {
     examples = make_demo_examples(*tokenizer, 1200, o.seed);
   } else {
-    examples = models::load_jsonl_dataset(o.dataset, *tokenizer, o.max_seq_len, &stats);
+    examples = models::load_jsonl_dataset(o.dataset, *tokenizer, data_options, &stats);
+    log << models::data_report_text(stats, data_options);
     ENGINE_INPUT_CHECK(o.eval_fraction == 0 || examples.size() >= 2, o.dataset,
                        ": holding out --eval-fraction ", o.eval_fraction,
                        " needs at least 2 usable examples, the file has ", examples.size());
   }
+  for (int64_t i = 0; i < std::min<int64_t>(o.preview, static_cast<int64_t>(examples.size())); ++i)
+    log << "preview " << i + 1 << " (" << examples[i].input_ids.size()
+        << " tokens, trained spans in \u27e6 \u27e7):\n"
+        << models::preview_example(examples[i], *tokenizer) << "\n";
   warn_long_sequences(examples, source.config, log);
   models::DatasetSplit split = models::split_train_eval(std::move(examples), o.eval_fraction, o.seed);
   ENGINE_CHECK(!split.train.empty(), "no training examples left after the held-out split");
   if (split.eval.empty()) split.eval = {split.train.begin(), split.train.begin() + 1};
-  const StepPlan plan = plan_steps(o, static_cast<int64_t>(split.train.size()));
-  Loaded loaded = load_model(o, source);
+  // --packing: the training units are packed rows of examples (models/packing.h).
+  std::vector<std::vector<int64_t>> packed_rows;
+  if (o.packing) packed_rows = models::pack_examples(split.train, o.max_seq_len, o.seed + 3);
+  const int64_t train_units =
+      static_cast<int64_t>(o.packing ? packed_rows.size() : split.train.size());
+  const StepPlan plan = plan_steps(o, train_units);
+  std::string no_gpu;
+  const bool gpu_usable = engine::cuda_available(&no_gpu);
+  ENGINE_INPUT_CHECK(o.device != "cuda" || gpu_usable, "--device cuda: ", no_gpu);
+  const bool on_gpu = o.device == "cuda" || (o.device == "auto" && gpu_usable);
+  Loaded loaded = load_model(o, source, on_gpu ? engine::Device::cuda() : engine::Device::cpu(), log);
   models::LlamaModel& model = *loaded.model;
 
   models::LoraConfig lora;
@@ -244,12 +317,9 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
   lora.dropout = o.lora_dropout;
   lora.use_rslora = o.rslora;
   lora.targets = models::parse_lora_targets(o.lora_targets);
-  model.freeze_base(o.base_format == "nf4" ? models::BaseFormat::NF4 : models::BaseFormat::F32);
+  if (!model.base_frozen())
+    model.freeze_base(o.base_format == "nf4" ? models::BaseFormat::NF4 : models::BaseFormat::F32);
   model.add_lora(lora, o.seed + 1);
-  std::string no_gpu;
-  const bool gpu_usable = engine::cuda_available(&no_gpu);
-  ENGINE_INPUT_CHECK(o.device != "cuda" || gpu_usable, "--device cuda: ", no_gpu);
-  const bool on_gpu = o.device == "cuda" || (o.device == "auto" && gpu_usable);
   if (on_gpu) model.to(engine::Device::cuda(), engine::DType::BF16);
   std::vector<Tensor> params = model.trainable_parameters();
   int64_t trainable = 0;
@@ -268,9 +338,22 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
       << (on_gpu ? "cuda (bf16 activations)" : "cpu (fp32 reference)") << "\n";
   log << "data: " << split.train.size() << " training / " << split.eval.size() << " held-out examples; "
       << total_steps << " steps of " << per_step << " sequences\n";
+  double packing_efficiency = 0;
+  if (o.packing) {
+    packing_efficiency = models::packing_efficiency(split.train, packed_rows, o.max_seq_len);
+    char buf[200];
+    std::snprintf(buf, sizeof buf,
+                  "packing: %zu examples in %zu sequences of %lld tokens, %.1f%% of them not padding\n",
+                  split.train.size(), packed_rows.size(), static_cast<long long>(o.max_seq_len),
+                  100.0 * packing_efficiency);
+    log << buf;
+  }
 
   // 2. Output directory: metrics stream to a partial file, renamed at the end.
   fs::create_directories(o.output);
+  if (!o.demo)
+    engine::io::write_file_atomic((fs::path(o.output) / "data_report.json").string(),
+                                  models::data_report_json(stats, o.dataset, data_options));
   const fs::path metrics_path = fs::path(o.output) / "metrics.jsonl";
   const fs::path partial_path = fs::path(o.output) / "metrics.jsonl.partial";
   std::ofstream metrics(partial_path);
@@ -282,6 +365,11 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
             << "\n" << std::flush;
   };
 
+  if (o.packing)
+    metrics << nlohmann::json{{"event", "packing"}, {"examples", split.train.size()},
+                              {"sequences", packed_rows.size()}, {"max_seq_len", o.max_seq_len},
+                              {"efficiency", packing_efficiency}}.dump()
+            << "\n";
   RunSummary summary;
   summary.before = evaluate(model, split.eval, o.batch_size);
   write_eval("before training", 0, summary.before);
@@ -293,8 +381,8 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
     std::vector<int64_t> idx;
     while (static_cast<int64_t>(idx.size()) < n) {
       if (cursor == order.size()) {  // new epoch: a fresh permutation
-        std::vector<float> keys = engine::uniform({static_cast<int64_t>(split.train.size())}, 0, 1, shuffle_gen).to_floats();
-        order.resize(split.train.size());
+        std::vector<float> keys = engine::uniform({train_units}, 0, 1, shuffle_gen).to_floats();
+        order.resize(static_cast<size_t>(train_units));
         for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
         std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
         cursor = 0;
@@ -312,11 +400,18 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
     const float lr = schedule.at(step);
     optimizer.set_lr(lr);
     std::vector<models::Batch> micro;
+    std::vector<models::PackedBatch> layouts;  // --packing: positions and documents per batch
     int64_t step_targets = 0;
     {
       engine::NvtxRange range("data");
       for (int64_t m = 0; m < o.grad_accum; ++m) {
-        micro.push_back(models::make_batch(split.train, next_indices(o.batch_size), 0));
+        if (o.packing) {
+          layouts.push_back(models::make_packed_batch(split.train, packed_rows,
+                                                      next_indices(o.batch_size), o.max_seq_len, 0));
+          micro.push_back(layouts.back().batch);
+        } else {
+          micro.push_back(models::make_batch(split.train, next_indices(o.batch_size), 0));
+        }
         step_targets += micro.back().target_tokens;
       }
     }
@@ -327,6 +422,10 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
       if (micro[m].target_tokens == 0) continue;
       const float weight = static_cast<float>(micro[m].target_tokens) / static_cast<float>(step_targets);
       models::ForwardOptions fo{o.checkpoint_layers, true, o.seed * 7919 + step * 131 + m};
+      if (o.packing) {
+        fo.positions = layouts[m].positions;
+        fo.doc_start = layouts[m].doc_start;
+      }
       Tensor loss;
       {
         engine::NvtxRange range("forward");
