@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +15,7 @@
 #include "engine/optim/lr_schedule.h"
 #include "models/chat_template.h"
 #include "models/lora.h"
+#include "tools/train/cli.h"
 
 namespace train {
 
@@ -68,15 +68,8 @@ std::optional<TrainOptions> parse_options(int argc, char** argv, int* exit_code)
   app.add_option("--eval-fraction", o.eval_fraction, "Held-out fraction of the dataset")->capture_default_str();
   app.add_option("--log-every", o.log_every, "Print progress every N steps")->capture_default_str();
   app.add_option("--seed", o.seed, "Seed for initialisation, shuffling and dropout")->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    std::printf("%s", app.help().c_str());
-    *exit_code = 0;
-    return std::nullopt;
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "train70b: %s (see --help)\n", e.what());
-    *exit_code = 2;
+  if (const std::optional<int> end = parse_command_line(app, argc, argv, "train70b")) {
+    *exit_code = *end;
     return std::nullopt;
   }
   if (o.demo) {  // the demo's own defaults (a from-scratch tiny base learns faster)

@@ -1,7 +1,6 @@
 // `train70b quantize --model DIR --output DIR [--max-shard-size 5GB]` (models/bnb_checkpoint.h).
 #include "tools/train/quantize.h"
 
-#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -9,6 +8,7 @@
 
 #include "models/bnb_checkpoint.h"
 #include "models/hf_hub.h"
+#include "tools/train/cli.h"
 
 namespace train {
 
@@ -27,15 +27,8 @@ int quantize_main(int argc, char** argv) {
   app.add_option("--max-shard-size", shard_size, "Largest safetensors shard: 5GB, 500MB, 2GiB")
       ->capture_default_str();
   app.add_option("--threads", o.threads, "Quantizer threads (0: all cores)")->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    std::printf("%s", app.help().c_str());
-    return 0;
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "train70b quantize: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (const std::optional<int> end = parse_command_line(app, argc, argv, "train70b quantize"))
+    return *end;
   try {
     o.max_shard_bytes = models::parse_shard_size(shard_size);
     o.log = &std::cout;

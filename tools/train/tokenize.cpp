@@ -1,7 +1,6 @@
 // `train70b tokenize`: blocks of lines are encoded on all cores, written in input order.
 #include "tools/train/tokenize.h"
 
-#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -11,6 +10,7 @@
 #include "models/chat_template.h"
 #include "models/dataset_formats.h"
 #include "models/tokenizer.h"
+#include "tools/train/cli.h"
 
 namespace train {
 
@@ -118,15 +118,8 @@ int tokenize_main(int argc, char** argv) {
                  "With --chat: llama3, llama3.1, llama3.2 or llama2 (default: the\nmodel's tokenizer_config.json)");
   app.add_flag("--train-on-inputs", o.train_on_inputs, "With --chat: label the prompts too");
   app.add_option("FILE", o.input, "JSONL input (default: standard input)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    std::printf("%s", app.help().c_str());
-    return 0;
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "train70b tokenize: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (const std::optional<int> end = parse_command_line(app, argc, argv, "train70b tokenize"))
+    return *end;
   o.add_special_tokens = !no_special;
   try {
     if (o.input.empty() || o.input == "-") {
