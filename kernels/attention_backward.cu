@@ -230,17 +230,8 @@ __global__ void __launch_bounds__(DqTiles<D, kStream>::kThreads)
   const int row0 = q0 + 16 * warp;
   const float scale_log2 = scale * kLog2e;
 
-  // Document starts (kDoc), as in the forward kernel.
-  int kt_begin = 0, doc_lo = 0, doc_hi = 0, doc_row[2] = {0, 0};
-  if constexpr (kDoc) {
-    const int32_t* ds = doc_start + int64_t(b) * d.seq;
-    auto at = [&](int i) { return ds[i < d.seq ? i : d.seq - 1]; };
-    kt_begin = kmath::attn_first_key_tile(ds[q0], kBc);
-    doc_lo = at(row0);
-    doc_hi = at(row0 + 15);
-    doc_row[0] = at(row0 + gq);
-    doc_row[1] = at(row0 + gq + 8);
-  }
+  const WarpDocs docs = warp_docs<kDoc, kBc>(doc_start, b, d.seq, q0, row0, gq);
+  const int kt_begin = docs.kt_begin;
 
   // Row statistics of this lane's two rows (rows past T get zeros; never stored).
   float lse2[2], dl[2];
@@ -276,11 +267,11 @@ __global__ void __launch_bounds__(DqTiles<D, kStream>::kThreads)
     }
     __syncthreads();
     // The warp sees some key of the tile (causally, and inside its rows' documents).
-    if (kmath::attn_sees(row0 + 15, k0) && (!kDoc || kmath::attn_doc_sees_keys(k0, kBc, doc_lo))) {
+    if (kmath::attn_sees(row0 + 15, k0) && (!kDoc || kmath::attn_doc_sees_keys(k0, kBc, docs.lo))) {
       const bf16* tK = sK + buf * kBc * D;
       const bf16* tV = sV + buf * kBc * D;
       const bool masked = kmath::attn_needs_mask(row0, k0 + kBc - 1) ||
-                          (kDoc && kmath::attn_doc_masks_keys(k0, doc_hi));
+                          (kDoc && kmath::attn_doc_masks_keys(k0, docs.hi));
       float p[kN][4] = {}, ds[kN][4] = {};
       gemm_rows<D, kN>(p, sQ, 16 * warp, tK, lane);    // S = Q_w K^T
       gemm_rows<D, kN>(ds, sdO, 16 * warp, tV, lane);  // dP = dO_w V^T
@@ -290,7 +281,7 @@ __global__ void __launch_bounds__(DqTiles<D, kStream>::kThreads)
         for (int e = 0; e < 4; ++e) {
           const int r = e >> 1, j = k0 + nb * 8 + 2 * t + (e & 1), i = row0 + gq + 8 * r;
           const float x = exp2f(p[nb][e] * scale_log2 - lse2[r]);
-          const float pm = masked && (j > i || (kDoc && j < doc_row[r])) ? 0.0f : x;
+          const float pm = masked && (j > i || (kDoc && j < docs.row[r])) ? 0.0f : x;
           ds[nb][e] = pm * (ds[nb][e] - dl[r]);
         }
       gemm_p_cols<D, kN>(acc, ds, tK, lane);  // dQ_w += bf16(dS) K

@@ -203,6 +203,28 @@ __device__ __forceinline__ void store_rows_bf16(bf16* tile, int row0, const floa
 
 // ---- internal launchers -------------------------------------------------------------
 
+// Document starts one warp of a query tile needs (kDoc, packed sequences): the tile's
+// first key tile, the warp's first and last rows' starts, and this lane's two rows'
+// (gq and gq + 8). Rows past T clamp to the last: they are never stored.
+struct WarpDocs {
+  int kt_begin = 0, lo = 0, hi = 0, row[2] = {0, 0};
+};
+template <bool kDoc, int kBc>
+__device__ inline WarpDocs warp_docs(const int32_t* doc_start, int b, int seq, int q0, int row0,
+                                     int gq) {
+  WarpDocs w;
+  if constexpr (kDoc) {
+    const int32_t* ds = doc_start + int64_t(b) * seq;
+    auto at = [&](int i) { return ds[i < seq ? i : seq - 1]; };
+    w.kt_begin = kmath::attn_first_key_tile(ds[q0], kBc);
+    w.lo = at(row0);
+    w.hi = at(row0 + 15);
+    w.row[0] = at(row0 + gq);
+    w.row[1] = at(row0 + gq + 8);
+  }
+  return w;
+}
+
 // Throws kernels::Error unless the shape and type are ones the launchers take.
 void check_shape(const kmath::AttentionDims& s, ElemType type, const char* op);
 

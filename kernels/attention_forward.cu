@@ -60,18 +60,8 @@ __global__ void __launch_bounds__(FwdTiles<D>::kThreads)
   const int n_kt = kmath::attn_key_tiles(q0, kBr, kBc, d.seq);
   const int row0 = q0 + 16 * warp;  // this warp's first query row
 
-  // Document starts (kDoc): the tile's first key tile; this warp's first and last rows';
-  // this lane's two rows' (rows past T clamp to the last: they are never stored).
-  int kt_begin = 0, doc_lo = 0, doc_hi = 0, doc_row[2] = {0, 0};
-  if constexpr (kDoc) {
-    const int32_t* ds = doc_start + int64_t(b) * d.seq;
-    auto at = [&](int i) { return ds[i < d.seq ? i : d.seq - 1]; };
-    kt_begin = kmath::attn_first_key_tile(ds[q0], kBc);
-    doc_lo = at(row0);
-    doc_hi = at(row0 + 15);
-    doc_row[0] = at(row0 + gq);
-    doc_row[1] = at(row0 + gq + 8);
-  }
+  const WarpDocs docs = warp_docs<kDoc, kBc>(doc_start, b, d.seq, q0, row0, gq);
+  const int kt_begin = docs.kt_begin;
 
   load_tile<D, kBr, C::kThreads>(sQ, q_tile, q_stride, d.seq - q0, tid);
   load_tile<D, kBc, C::kThreads>(sK, k_head + kt_begin * kBc * kv_stride, kv_stride,
@@ -90,7 +80,7 @@ __global__ void __launch_bounds__(FwdTiles<D>::kThreads)
 
     // The warp sees some key of the tile (causally, and inside its rows' documents).
     const bool active = kmath::attn_sees(row0 + 15, k0) &&
-                        (!kDoc || kmath::attn_doc_sees_keys(k0, kBc, doc_lo));
+                        (!kDoc || kmath::attn_doc_sees_keys(k0, kBc, docs.lo));
     float s[kN][4] = {};
     if (active) gemm_rows<D, kN>(s, sQ, 16 * warp, sK, lane);
 
@@ -105,7 +95,7 @@ __global__ void __launch_bounds__(FwdTiles<D>::kThreads)
 
     // Scale to base 2, mask above the diagonal, row maxima over the quad of lanes.
     const bool masked = kmath::attn_needs_mask(row0, k0 + kBc - 1) ||
-                        (kDoc && kmath::attn_doc_masks_keys(k0, doc_hi));
+                        (kDoc && kmath::attn_doc_masks_keys(k0, docs.hi));
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nb = 0; nb < kN; ++nb)
@@ -113,7 +103,7 @@ __global__ void __launch_bounds__(FwdTiles<D>::kThreads)
       for (int e = 0; e < 4; ++e) {
         float x = s[nb][e] * scale_log2;
         const int j = k0 + nb * 8 + 2 * t + (e & 1);
-        if (masked && (j > row0 + gq + 8 * (e >> 1) || (kDoc && j < doc_row[e >> 1])))
+        if (masked && (j > row0 + gq + 8 * (e >> 1) || (kDoc && j < docs.row[e >> 1])))
           x = -INFINITY;
         s[nb][e] = x;
         tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
