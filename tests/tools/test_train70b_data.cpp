@@ -14,30 +14,16 @@
 #include <sstream>
 #include <string>
 #include <vector>
+#include "tests/support/process.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct RunResult {
-  int exit_code;
-  std::string out, err;
-};
+using testing_support::RunResult;
 
 RunResult run(const std::string& args) {
-  static int counter = 0;
-  const fs::path err_file = fs::temp_directory_path() /
-                            ("train70b_data_err_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-  const std::string cmd = std::string(TRAIN70B_PATH) + " " + args + " 2>" + err_file.string();
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 512> buf;
-  while (fgets(buf.data(), buf.size(), pipe)) out += buf.data();
-  const int status = pclose(pipe);
-  std::ifstream in(err_file);
-  std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  fs::remove(err_file);
-  return {WEXITSTATUS(status), out, err};
+  return testing_support::run_command(std::string(TRAIN70B_PATH) + " " + args);
 }
 
 class Train70bData : public testing::Test {

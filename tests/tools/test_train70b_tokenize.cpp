@@ -14,6 +14,7 @@
 #include "engine/io/safetensors.h"
 #include "models/llama.h"
 #include "models/tokenizer.h"
+#include "tests/support/process.h"
 
 namespace fs = std::filesystem;
 
@@ -22,22 +23,10 @@ namespace {
 using json = nlohmann::json;
 const std::string kRef = std::string(ENGINE_SOURCE_DIR) + "/tests/data/tokenizer_reference";
 
-struct RunResult {
-  int exit_code;
-  std::string out, err;
-};
+using testing_support::RunResult;
 
-RunResult run(const std::string& args, const fs::path& dir) {
-  const fs::path err_file = dir / "stderr.txt";
-  const std::string cmd = std::string(TRAIN70B_PATH) + " " + args + " 2>" + err_file.string();
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (fgets(buf.data(), buf.size(), pipe)) out += buf.data();
-  const int status = pclose(pipe);
-  std::ifstream in(err_file);
-  std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return {WEXITSTATUS(status), out, err};
+RunResult run(const std::string& args) {
+  return testing_support::run_command(std::string(TRAIN70B_PATH) + " " + args);
 }
 
 class Train70bTokenize : public testing::Test {
@@ -91,8 +80,7 @@ TEST_F(Train70bTokenize, IdsOfTheTokenizersPackage) {
   ASSERT_GE(cases.size(), 20u);
   for (bool special : {true, false}) {
     const RunResult r = run("tokenize --model " + kRef + "/bpe" + (special ? "" : " --no-special-tokens") +
-                                " " + (dir_ / "in.jsonl").string(),
-                            dir_);
+                                " " + (dir_ / "in.jsonl").string());
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const auto rows = parse_ids(r.out);
     ASSERT_EQ(rows.size(), cases.size());
@@ -100,7 +88,7 @@ TEST_F(Train70bTokenize, IdsOfTheTokenizersPackage) {
       EXPECT_EQ(rows[i], cases[i][special ? "bpe_hf_bos" : "bpe_hf"].get<std::vector<int32_t>>()) << i;
   }
   // SentencePiece, from standard input; its BOS first.
-  const RunResult r = run("tokenize --model " + kRef + "/sp < " + (dir_ / "in.jsonl").string(), dir_);
+  const RunResult r = run("tokenize --model " + kRef + "/sp < " + (dir_ / "in.jsonl").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto rows = parse_ids(r.out);
   ASSERT_EQ(rows.size(), cases.size());
@@ -114,14 +102,14 @@ TEST_F(Train70bTokenize, IdsOfTheTokenizersPackage) {
 
 TEST_F(Train70bTokenize, ErrorsNameThePlace) {
   std::ofstream(dir_ / "bad.jsonl") << "{\"text\": \"ok\"}\n\n{\"txt\": 1}\n";
-  RunResult r = run("tokenize --model " + kRef + "/bpe " + (dir_ / "bad.jsonl").string(), dir_);
+  RunResult r = run("tokenize --model " + kRef + "/bpe " + (dir_ / "bad.jsonl").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("bad.jsonl:3: expected an object with a \"text\" string"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  r = run("tokenize --model " + dir_.string() + " " + (dir_ / "bad.jsonl").string(), dir_);
+  r = run("tokenize --model " + dir_.string() + " " + (dir_ / "bad.jsonl").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("no tokenizer.json or tokenizer.model"), std::string::npos) << r.err;
-  r = run("tokenize " + (dir_ / "bad.jsonl").string(), dir_);
+  r = run("tokenize " + (dir_ / "bad.jsonl").string());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--model"), std::string::npos) << r.err;
 }
@@ -149,8 +137,7 @@ TEST_F(Train70bTokenize, TrainingUsesTheDirectorysTokenizer) {
   }
   const RunResult r = run("--model " + model.string() + " --dataset " + (dir_ / "text.jsonl").string() +
                               " --output " + (dir_ / "out").string() +
-                              " --max-steps 2 --batch-size 2 --max-seq-len 32 --base-format f32",
-                          dir_);
+                              " --max-steps 2 --batch-size 2 --max-seq-len 32 --base-format f32");
   EXPECT_EQ(r.exit_code, 0) << r.err << r.out;
   EXPECT_TRUE(fs::exists(dir_ / "out" / "adapter_model.safetensors")) << r.out;
 
@@ -160,8 +147,7 @@ TEST_F(Train70bTokenize, TrainingUsesTheDirectorysTokenizer) {
     "intermediate_size": 48, "vocab_size": 300, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
     "tie_word_embeddings": false, "torch_dtype": "float32"})";
   const RunResult small = run("--model " + model.string() + " --dataset " + (dir_ / "text.jsonl").string() +
-                                  " --output " + (dir_ / "out2").string() + " --max-steps 1",
-                              dir_);
+                                  " --output " + (dir_ / "out2").string() + " --max-steps 1");
   EXPECT_EQ(small.exit_code, 1);
   EXPECT_NE(small.err.find("the tokenizer has " + std::to_string(vocab) +
                            " tokens, more than config.json's vocab_size 300"),

@@ -1,0 +1,33 @@
+#include "tests/support/process.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+namespace fs = std::filesystem;
+
+namespace testing_support {
+
+RunResult run_command(const std::string& command) {
+  static std::atomic<int> counter{0};
+  const fs::path err_file = fs::temp_directory_path() / ("run_command_err_" + std::to_string(::getpid()) +
+                                                         "_" + std::to_string(counter++));
+  const std::string cmd = command + " 2>" + err_file.string();
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  while (pipe != nullptr && fgets(buf.data(), buf.size(), pipe)) out += buf.data();
+  const int status = pipe != nullptr ? pclose(pipe) : -1;
+  std::ifstream in(err_file);
+  std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  fs::remove(err_file);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, err};
+}
+
+}  // namespace testing_support
