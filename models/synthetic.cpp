@@ -58,26 +58,13 @@ std::unique_ptr<LlamaModel> synthetic_llama(const LlamaConfig& config, uint64_t 
       } else {
         frozen = q::Nf4FrozenLinear::quantize_on_device(normal(s.shape, stddev, DType::BF16));
       }
-      const size_t after = std::string("model.layers.").size();
-      const size_t dot = s.name.find('.', after);
-      auto lin = parts.layers[std::stoul(s.name.substr(after, dot - after))].linears();
-      const std::vector<std::string>& names = all_linear_names();
-      for (size_t j = 0; j < names.size(); ++j)
-        if (s.name.find("." + names[j] + ".") != std::string::npos) lin[j]->frozen = frozen;
+      place_weight(parts, s.name, Tensor(), frozen);
       continue;
     }
     Tensor t;
     if (s.shape.rank() == 1) t = Tensor::full(s.shape, 1.0f, dense, device);  // norms
     else t = normal(s.shape, s.name == "lm_head.weight" ? 1.0f / std::sqrt(float(config.hidden)) : 1.0f, dense);
-    if (s.name == "model.embed_tokens.weight") parts.embed_tokens = t;
-    else if (s.name == "model.norm.weight") parts.final_norm = t;
-    else if (s.name == "lm_head.weight") parts.lm_head = t;
-    else {
-      const size_t after = std::string("model.layers.").size();
-      const size_t dot = s.name.find('.', after);
-      LlamaLayer& l = parts.layers[std::stoul(s.name.substr(after, dot - after))];
-      (s.name.find("input_layernorm") != std::string::npos ? l.input_norm : l.post_attention_norm) = t;
-    }
+    place_weight(parts, s.name, t, nullptr);
   }
   if (config.tie_embeddings) parts.lm_head = parts.embed_tokens;
   return std::make_unique<LlamaModel>(config, std::move(parts));

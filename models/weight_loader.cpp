@@ -331,6 +331,27 @@ Tensor convert_host(const void* raw, DType src, DType dst, const engine::Shape& 
 
 }  // namespace
 
+void place_weight(LlamaModel::Parts& parts, const std::string& name, Tensor dense,
+                  std::shared_ptr<const engine::FrozenLinear> frozen) {
+  if (name == "model.embed_tokens.weight") parts.embed_tokens = dense;
+  else if (name == "model.norm.weight") parts.final_norm = dense;
+  else if (name == "lm_head.weight") parts.lm_head = dense;
+  else {
+    const size_t after = std::string("model.layers.").size();
+    const size_t dot = name.find('.', after);
+    LlamaLayer& l = parts.layers[std::stoul(name.substr(after, dot - after))];
+    const std::string rest = name.substr(dot + 1);
+    if (rest == "input_layernorm.weight") l.input_norm = dense;
+    else if (rest == "post_attention_layernorm.weight") l.post_attention_norm = dense;
+    else {
+      const std::vector<std::string>& names = all_linear_names();
+      auto lin = l.linears();
+      for (size_t j = 0; j < names.size(); ++j)
+        if (rest.find("." + names[j] + ".") != std::string::npos) lin[j]->frozen = frozen;
+    }
+  }
+}
+
 std::unique_ptr<LlamaModel> load_llama(const LlamaConfig& config, const std::string& model_dir,
                                        const LoadOptions& o) {
   config.validate();
@@ -417,24 +438,7 @@ std::unique_ptr<LlamaModel> load_llama(const LlamaConfig& config, const std::str
         if (s.linear) frozen = std::make_shared<engine::DenseFrozenLinear>(value);
       }
     }
-    // Place it.
-    if (s.name == "model.embed_tokens.weight") parts.embed_tokens = value;
-    else if (s.name == "model.norm.weight") parts.final_norm = value;
-    else if (s.name == "lm_head.weight") parts.lm_head = value;
-    else {
-      const size_t after = std::string("model.layers.").size();
-      const size_t dot = s.name.find('.', after);
-      LlamaLayer& l = parts.layers[std::stoul(s.name.substr(after, dot - after))];
-      const std::string rest = s.name.substr(dot + 1);
-      if (rest == "input_layernorm.weight") l.input_norm = value;
-      else if (rest == "post_attention_layernorm.weight") l.post_attention_norm = value;
-      else {
-        const std::vector<std::string>& names = all_linear_names();
-        auto lin = l.linears();
-        for (size_t j = 0; j < names.size(); ++j)
-          if (rest.find("." + names[j] + ".") != std::string::npos) lin[j]->frozen = frozen;
-      }
-    }
+    place_weight(parts, s.name, value, frozen);
     progress.done(info.nbytes());
   }
   if (config.tie_embeddings) parts.lm_head = parts.embed_tokens;

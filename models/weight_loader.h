@@ -47,6 +47,11 @@ struct WeightSpec {
 };
 std::vector<WeightSpec> llama_weight_specs(const LlamaConfig& config);
 
+// Puts the weight named `name` (a WeightSpec's) into its slot of `parts`: `frozen` for a
+// decoder linear, `dense` for the embedding, the norms and lm_head.
+void place_weight(LlamaModel::Parts& parts, const std::string& name, engine::Tensor dense,
+                  std::shared_ptr<const engine::FrozenLinear> frozen);
+
 // Loads `model_dir` (a directory with config.json and the safetensors) as a frozen model on
 // options.device. `config` is the one read from model_dir/config.json.
 std::unique_ptr<LlamaModel> load_llama(const LlamaConfig& config, const std::string& model_dir,
