@@ -1,0 +1,42 @@
+// What a train70b run is made of before training starts: the model the --model flag
+// names, its weights, its tokenizer, the dataset options; checks of sizes against the
+// config before anything is allocated. Shared by SFT training and the other subcommands.
+#pragma once
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "models/dataset.h"
+#include "models/llama.h"
+#include "models/llama_config.h"
+#include "models/tokenizer.h"
+#include "tools/train/options.h"
+
+namespace train {
+
+struct Loaded {
+  std::unique_ptr<models::LlamaModel> model;
+  std::string base_name;
+};
+
+// What --model names: a preset, "synthetic:<preset>", a Hugging Face directory, or a model
+// id (org/name) found in the local Hugging Face cache; config.json is read. Nothing is
+// allocated yet, so the run's sizes can be checked against the config first.
+struct ModelSource {
+  models::LlamaConfig config;
+  std::string dir;  // empty for a preset or a synthetic model
+  std::string name;
+  bool synthetic = false;
+};
+
+ModelSource resolve_model(const TrainOptions& o);
+Loaded load_model(const TrainOptions& o, const ModelSource& src, engine::Device device,
+                  std::ostream& log);
+std::unique_ptr<models::Tokenizer> make_tokenizer(const ModelSource& src);
+models::DatasetOptions dataset_options(const TrainOptions& o, const ModelSource& src);
+void check_lora_rank(const TrainOptions& o, const models::LlamaConfig& c);
+void warn_long_sequences(const std::vector<models::Example>& examples,
+                         const models::LlamaConfig& c, std::ostream& log);
+
+}  // namespace train
