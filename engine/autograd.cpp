@@ -5,6 +5,7 @@
 
 #include "engine/backend.h"
 #include "engine/nvtx.h"
+#include "engine/offload.h"
 
 namespace engine {
 
@@ -119,6 +120,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
         target.resize(e.node->num_outputs);
         accumulate_into(target[e.output_index], input_grads[i]);
       } else if (e.leaf) {
+        MemoryOwnerScope owner("gradients");  // the memory report's owner (engine/allocator.h)
         accumulate_into(e.leaf->grad, input_grads[i]);
       }
     }
@@ -133,14 +135,39 @@ void backward(const Tensor& loss) {
 namespace {
 class CheckpointNode final : public Node {
  public:
-  CheckpointNode(CheckpointFn fn, std::vector<Tensor> saved, std::vector<bool> wants_grad)
-      : fn_(std::move(fn)), saved_(std::move(saved)), wants_grad_(std::move(wants_grad)) {}
+  CheckpointNode(CheckpointFn fn, std::vector<Tensor> saved, std::vector<bool> wants_grad, bool offload)
+      : fn_(std::move(fn)), wants_grad_(std::move(wants_grad)) {
+    if (!offload) {
+      saved_ = std::move(saved);
+      return;
+    }
+    for (const Tensor& t : saved) offloaded_.push_back(std::make_unique<OffloadedTensor>(t));
+  }
   std::string name() const override { return "checkpoint"; }
 
+  // Starts bringing the offloaded inputs back (no-op when none or already started).
+  void prefetch() {
+    for (auto& t : offloaded_) t->prefetch();
+  }
+
   std::vector<Tensor> backward(const std::vector<Tensor>& grad_outputs) override {
+    ENGINE_CHECK(!backward_done_, "checkpoint: a second backward through the same graph (its saved inputs "
+                 "are released by the first)");
+    backward_done_ = true;
+    if (!offloaded_.empty()) {
+      prefetch();  // queued before the previous checkpoint's, so not behind it
+      for (const Edge& e : inputs)
+        if (auto* previous = dynamic_cast<CheckpointNode*>(e.node.get())) previous->prefetch();
+      for (auto& t : offloaded_) saved_.push_back(t->take());
+      offloaded_.clear();
+    }
+    // The saved inputs die when this returns, not with the graph: otherwise every layer's
+    // input (the offloaded ones back on the device) would stay until the loss dies.
+    const std::vector<Tensor> saved = std::move(saved_);
+    saved_.clear();
     std::vector<Tensor> fresh;
-    for (size_t i = 0; i < saved_.size(); ++i) {
-      Tensor t = saved_[i].detach();
+    for (size_t i = 0; i < saved.size(); ++i) {
+      Tensor t = saved[i].detach();
       t.set_requires_grad(wants_grad_[i]);
       fresh.push_back(t);
     }
@@ -165,14 +192,17 @@ class CheckpointNode final : public Node {
  private:
   CheckpointFn fn_;
   std::vector<Tensor> saved_;
+  std::vector<std::unique_ptr<OffloadedTensor>> offloaded_;  // instead of saved_ until backward
   std::vector<bool> wants_grad_;
+  bool backward_done_ = false;
 };
 }  // namespace
 
 GradModeGuard::GradModeGuard(bool enabled) : previous_(g_grad_enabled) { g_grad_enabled = enabled; }
 GradModeGuard::~GradModeGuard() { g_grad_enabled = previous_; }
 
-std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs) {
+std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs,
+                               bool offload) {
   std::vector<Tensor> outputs;
   {
     NoGradGuard no_grad;
@@ -185,9 +215,10 @@ std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>
   std::vector<bool> wants_grad;
   for (const Tensor& t : inputs) {
     saved.push_back(t.detach());
+    set_memory_owner(t, "checkpoints");  // kept until backward (engine/allocator.h)
     wants_grad.push_back(t.requires_grad());
   }
-  auto node = std::make_shared<CheckpointNode>(fn, std::move(saved), std::move(wants_grad));
+  auto node = std::make_shared<CheckpointNode>(fn, std::move(saved), std::move(wants_grad), offload);
   record(node, inputs, outputs);
   return outputs;
 }

@@ -74,7 +74,12 @@ void backward(const Tensor& loss);
 // Gradient checkpointing: runs fn(inputs) without recording, keeps only `inputs`
 // (detached), and in backward re-runs fn with recording on and back-propagates
 // through the recomputation. fn must be deterministic (seeded dropout is).
+// offload: the kept inputs wait in pinned host memory (engine/offload.h): copied there
+// on the copy stream right after they are saved, and back one checkpoint ahead of the
+// recompute (a checkpoint's backward prefetches the inputs of the checkpoints its inputs
+// come from, the previous layer). A no-op for CPU tensors.
 using CheckpointFn = std::function<std::vector<Tensor>(const std::vector<Tensor>&)>;
-std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs);
+std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs,
+                               bool offload = false);
 
 }  // namespace engine

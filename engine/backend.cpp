@@ -3,6 +3,9 @@
 #include <cstring>
 
 #include "engine/cuda/ops.h"
+#include "engine/cuda/pinned_allocator.h"
+#include "engine/optim/paged_adamw.h"
+#include "engine/gpu_spec.h"
 #include "engine/quant/nf4.h"
 #include "engine/tensor.h"
 #include "kernels/math/bf16.h"
@@ -146,6 +149,10 @@ Tensor device_nf4_dequantize(const quant::Nf4Weight&, DType) {
   return {};
 }
 Tensor device_nf4_matmul(const quant::Nf4Weight&, const Tensor&) { return {}; }
+std::vector<Tensor> device_lm_head_eval(const Tensor& h, const Tensor&, const Tensor&, int, int64_t) {
+  ENGINE_CHECK(false, "lm_head_eval of ", h.str(), " in a build without CUDA");
+  return {};
+}
 #endif
 
 }  // namespace backend
@@ -158,6 +165,31 @@ Allocator& allocator_for(Device device) {
 
 // The op registry's CUDA column (engine/cuda/ops.cpp in CUDA builds): empty everywhere.
 OpImpl cuda_ops::impl(OpId) { return OpImpl{}; }
+
+// Pinned host memory (engine/cuda/pinned_allocator.cpp in CUDA builds): none here.
+bool cuda::pinned_memory_available(std::string* reason) {
+  std::string why;
+  cuda_available(&why);
+  if (reason) *reason = "no GPU for pinned host memory: " + why;
+  return false;
+}
+Allocator& cuda::pinned_allocator() {
+  std::string reason;
+  cuda::pinned_memory_available(&reason);
+  throw Error(reason);
+}
+
+// The paged optimizer's device half (engine/cuda/paged_adamw.cpp in CUDA builds).
+void backend::device_paged_adamw_step(const std::vector<Tensor>&, const std::vector<optim::StateChunk>&,
+                                      uint8_t*, std::vector<Tensor>&, const kmath::AdamWStep&) {
+  ENGINE_CHECK(false, "paged AdamW on a device in a build without CUDA");
+}
+
+GpuSpec cuda_device_spec(int) {
+  std::string reason;
+  cuda_available(&reason);
+  throw Error("no CUDA device: " + reason);
+}
 #endif
 
 }  // namespace engine

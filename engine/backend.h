@@ -57,6 +57,11 @@ Tensor device_nf4_dequantize(const quant::Nf4Weight& w, DType dtype);
 // x W^T by the small-M kernel; undefined where it does not apply (a weight off the
 // device, x not bf16 on it, or too many rows): the caller then dequantizes.
 Tensor device_nf4_matmul(const quant::Nf4Weight& w, const Tensor& x);
+
+// engine::lm_head_eval on the device (engine/cuda/lm_head_eval.cpp): {loss f32 [N],
+// argmax i32 [N]} (engine/lm_head_eval.h).
+std::vector<Tensor> device_lm_head_eval(const Tensor& h, const Tensor& weight, const Tensor& targets,
+                                        int ignore_index, int64_t chunk_rows);
 }  // namespace backend
 
 }  // namespace engine

@@ -3,12 +3,21 @@
 // engine/nvtx.h and so out of everything that includes it.
 #include "engine/nvtx.h"
 
+#include "engine/allocator.h"
 #include "kernels/nvtx.h"
 
 namespace engine {
 
-NvtxRange::NvtxRange(const char* name) { kernels::nvtx::push(name); }
-NvtxRange::~NvtxRange() { kernels::nvtx::pop(); }
+// Each range is also a detail level of the memory owner (engine/allocator.h), so that a
+// layer's working set is broken down by phase, layer and op without more annotations.
+NvtxRange::NvtxRange(const char* name) {
+  kernels::nvtx::push(name);
+  memory_owner::push_detail(name);
+}
+NvtxRange::~NvtxRange() {
+  memory_owner::pop_detail();
+  kernels::nvtx::pop();
+}
 void nvtx_name_thread(const char* name) { kernels::nvtx::name_this_thread(name); }
 
 }  // namespace engine

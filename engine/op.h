@@ -47,6 +47,8 @@ struct OpAttrs {
   RopeConfig rope;
   int ignore_index = -100;                          // cross_entropy, lm_head_cross_entropy
   int64_t chunk_rows = 0;                           // lm_head_cross_entropy: rows per chunk (0: auto)
+  int64_t segment_rows = 0;                         // lm_head_logprobs: rows per output (0: all)
+  bool segment_mean = false;                        // lm_head_logprobs: mean instead of sum
   Shape shape;                                      // reshape target
   std::shared_ptr<const FrozenLinear> frozen;       // lora_linear: the frozen base weight
 };

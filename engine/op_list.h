@@ -33,7 +33,8 @@
   X(CrossEntropy, cross_entropy, 2, 1, NO_CUDA)                    \
   X(Dropout, dropout, 1, 1, CUDA)                                  \
   X(LoraLinear, lora_linear, 3, 1, CUDA)                           \
-  X(LmHeadCrossEntropy, lm_head_cross_entropy, 3, 1, CUDA)
+  X(LmHeadCrossEntropy, lm_head_cross_entropy, 3, 1, CUDA)      \
+  X(LmHeadLogprobs, lm_head_logprobs, 3, 1, CUDA)
 
 // Declares <name>_forward and <name>_backward with the registry's signatures
 // (engine/op.h), in the namespace the macro is used in.

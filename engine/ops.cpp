@@ -66,6 +66,15 @@ Tensor lm_head_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor
   attrs.chunk_rows = chunk_rows;
   return call1(OpId::LmHeadCrossEntropy, {h, weight, targets}, attrs);
 }
+Tensor lm_head_logprobs(const Tensor& h, const Tensor& weight, const Tensor& targets,
+                        int64_t segment_rows, bool mean, int ignore_index, int64_t chunk_rows) {
+  OpAttrs attrs;
+  attrs.segment_rows = segment_rows;
+  attrs.segment_mean = mean;
+  attrs.ignore_index = ignore_index;
+  attrs.chunk_rows = chunk_rows;
+  return call1(OpId::LmHeadLogprobs, {h, weight, targets}, attrs);
+}
 Tensor dropout(const Tensor& x, float p, uint64_t seed, uint64_t offset) {
   OpAttrs attrs;
   attrs.p = p;

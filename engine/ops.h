@@ -46,6 +46,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int ignore_ind
 // dh = D W, dW = D^T h (only when weight requires grad), D = dloss / C (softmax - onehot).
 Tensor lm_head_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor& targets,
                              int ignore_index = -100, int64_t chunk_rows = 0);
+// Per-sequence log-probabilities of the targets from hidden states (DPO), fused like
+// lm_head_cross_entropy: h [N, H] holds N / segment_rows sequences of segment_rows rows;
+// out f32 [N / segment_rows], out_g = sum over counted rows n of sequence g of
+// log softmax(h_n W^T)[t_n], or that sum over the counted rows' count when `mean` (IPO;
+// 0 without counted rows). f32 on every device: DPO takes differences of these sums.
+Tensor lm_head_logprobs(const Tensor& h, const Tensor& weight, const Tensor& targets,
+                        int64_t segment_rows, bool mean = false, int ignore_index = -100,
+                        int64_t chunk_rows = 0);
 // Inverted dropout: element i kept iff kmath::dropout_keep(seed, offset, i, p) (a
 // Philox draw, four elements per block), then scaled by 1/(1-p). The mask is a pure function of (seed, offset), so a recompute
 // reproduces it exactly.

@@ -12,6 +12,10 @@ Storage::Storage(size_t n, Device dev) : nbytes(n), device(dev), allocator(&allo
   data = allocator->allocate(n);
 }
 
+Storage::Storage(size_t n, Allocator& from) : nbytes(n), device(from.device()), allocator(&from) {
+  data = allocator->allocate(n);
+}
+
 Storage::~Storage() { allocator->release(data, nbytes); }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
@@ -20,6 +24,15 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   t.impl_->shape = shape;
   t.impl_->dtype = dtype;
   t.impl_->storage = std::make_shared<Storage>(dtype_bytes(dtype, shape.numel()), device);
+  return t;
+}
+
+Tensor Tensor::empty_from(Allocator& allocator, const Shape& shape, DType dtype) {
+  Tensor t;
+  t.impl_ = std::make_shared<TensorImpl>();
+  t.impl_->shape = shape;
+  t.impl_->dtype = dtype;
+  t.impl_->storage = std::make_shared<Storage>(dtype_bytes(dtype, shape.numel()), allocator);
   return t;
 }
 

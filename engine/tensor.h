@@ -19,6 +19,8 @@ struct TensorImpl;
 // tensor using it goes away.
 struct Storage {
   Storage(size_t nbytes, Device device);
+  // From a given allocator (pinned host memory, engine/cuda/pinned_allocator.h).
+  Storage(size_t nbytes, Allocator& allocator);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -33,6 +35,8 @@ class Tensor {
   Tensor() = default;  // undefined: no shape, no storage
 
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+  // Storage from `allocator` (its device), e.g. pinned host memory.
+  static Tensor empty_from(Allocator& allocator, const Shape& shape, DType dtype = DType::F32);
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
   static Tensor full(const Shape& shape, float value, DType dtype = DType::F32,
                      Device device = Device::cpu());

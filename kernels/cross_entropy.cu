@@ -11,6 +11,9 @@
 //   grad    d = (g / C) (exp(z - lse) - [v == target]) on counted rows, 0 on ignored
 //           rows; fp32 in place, or as the bf16 split hi + lo (2^-16 relative).
 //   mean    loss = sum_n row_loss[n] / C (double accumulation), 0 when C == 0.
+//   argmax  (evaluation, ce_tile_stats_argmax) the same pass also folds each element
+//           into a running (value, index), kmath::ce_argmax_merge: the first index of
+//           the row's maximum, whatever the merge order.
 //
 // Layout and grid:
 //   stats, grad   one block of 256 threads per row; thread i handles columns
@@ -51,27 +54,53 @@ __device__ kmath::CeStats warp_merge(kmath::CeStats a) {
   return a;
 }
 
+__device__ kmath::CeArgmax warp_merge(kmath::CeArgmax a) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    kmath::CeArgmax b{__shfl_xor_sync(0xffffffffu, a.value, offset),
+                      __shfl_xor_sync(0xffffffffu, a.index, offset)};
+    a = kmath::ce_argmax_merge(a, b);
+  }
+  return a;
+}
+
+// kArgmax: also the running argmax (arg_value, arg_index; -1 on ignored rows at the end).
+template <bool kArgmax>
 __global__ void __launch_bounds__(kThreads)
     ce_tile_stats_kernel(const float* __restrict__ logits, int64_t cols, int64_t col_offset,
                          bool first_block, bool last_block, const int32_t* __restrict__ targets,
                          int ignore_index, float* run_max, float* run_sum, float* target_logit,
-                         float* lse, float* row_loss) {
+                         float* lse, float* row_loss, float* arg_value, int32_t* arg_index) {
   KERNELS_SHARED(float[kWarps], warp_m);
   KERNELS_SHARED(float[kWarps], warp_s);
+  KERNELS_SHARED(float[kWarps], warp_av);
+  KERNELS_SHARED(int32_t[kWarps], warp_ai);
   const int64_t row = blockIdx.x;
   const int32_t target = targets[row];
   if (!kmath::ce_counted(target, ignore_index)) {  // uniform over the block
-    if (last_block && threadIdx.x == 0) lse[row] = row_loss[row] = 0.0f;
+    if (last_block && threadIdx.x == 0) {
+      lse[row] = row_loss[row] = 0.0f;
+      if (kArgmax) arg_index[row] = -1;
+    }
     return;
   }
   const float* z = logits + row * cols;
   kmath::CeStats st = kmath::ce_stats_empty();
-  for (int64_t j = threadIdx.x; j < cols; j += kThreads) st = kmath::ce_stats_add(st, z[j]);
+  kmath::CeArgmax am = kmath::ce_argmax_empty();
+  for (int64_t j = threadIdx.x; j < cols; j += kThreads) {
+    st = kmath::ce_stats_add(st, z[j]);
+    if (kArgmax) am = kmath::ce_argmax_add(am, z[j], static_cast<int32_t>(col_offset + j));
+  }
   st = warp_merge(st);
+  if (kArgmax) am = warp_merge(am);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) {
     warp_m[warp] = st.m;
     warp_s[warp] = st.s;
+    if (kArgmax) {
+      warp_av[warp] = am.value;
+      warp_ai[warp] = am.index;
+    }
   }
   __syncthreads();
   if (threadIdx.x != 0) return;
@@ -79,6 +108,13 @@ __global__ void __launch_bounds__(kThreads)
   for (int w = 1; w < kWarps; ++w) tile = kmath::ce_stats_merge(tile, {warp_m[w], warp_s[w]});
   const kmath::CeStats run =
       first_block ? tile : kmath::ce_stats_merge({run_max[row], run_sum[row]}, tile);
+  if (kArgmax) {
+    kmath::CeArgmax best = first_block ? kmath::ce_argmax_empty()
+                                       : kmath::CeArgmax{arg_value[row], arg_index[row]};
+    for (int w = 0; w < kWarps; ++w) best = kmath::ce_argmax_merge(best, {warp_av[w], warp_ai[w]});
+    arg_value[row] = best.value;
+    arg_index[row] = best.index;
+  }
   if (target >= col_offset && target - col_offset < cols) target_logit[row] = z[target - col_offset];
   if (last_block) {
     const float l = kmath::ce_stats_lse(run);
@@ -142,10 +178,28 @@ void ce_tile_stats(const float* logits, int64_t rows, int64_t cols, int64_t col_
   KERNELS_CHECK(rows == 0 || (run_max && run_sum && target_logit && lse && row_loss),
                 "ce_tile_stats: null state pointer");
   if (rows == 0) return;
-  ptx::launch(ce_tile_stats_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits, cols,
-              col_offset, first_block, last_block, targets, ignore_index, run_max, run_sum,
-              target_logit, lse, row_loss);
+  ptx::launch(ce_tile_stats_kernel<false>, static_cast<unsigned>(rows), kThreads, 0, stream, logits,
+              cols, col_offset, first_block, last_block, targets, ignore_index, run_max, run_sum,
+              target_logit, lse, row_loss, static_cast<float*>(nullptr), static_cast<int32_t*>(nullptr));
   CUDA_CHECK_LAUNCH("ce_tile_stats");
+}
+
+void ce_tile_stats_argmax(const float* logits, int64_t rows, int64_t cols, int64_t col_offset,
+                          bool first_block, bool last_block, const int32_t* targets,
+                          int ignore_index, float* run_max, float* run_sum, float* target_logit,
+                          float* lse, float* row_loss, float* arg_value, int32_t* arg_index,
+                          cudaStream_t stream) {
+  check_tile("ce_tile_stats_argmax", logits, rows, cols, targets);
+  KERNELS_CHECK(rows == 0 || (run_max && run_sum && target_logit && lse && row_loss && arg_value &&
+                              arg_index),
+                "ce_tile_stats_argmax: null state pointer");
+  KERNELS_CHECK(col_offset >= 0 && col_offset + cols <= 0x7fffffff,
+                "ce_tile_stats_argmax: vocabulary index ", col_offset + cols, " exceeds i32");
+  if (rows == 0) return;
+  ptx::launch(ce_tile_stats_kernel<true>, static_cast<unsigned>(rows), kThreads, 0, stream, logits,
+              cols, col_offset, first_block, last_block, targets, ignore_index, run_max, run_sum,
+              target_logit, lse, row_loss, arg_value, arg_index);
+  CUDA_CHECK_LAUNCH("ce_tile_stats_argmax");
 }
 
 void ce_tile_grad(float* logits, uint16_t* d_hi, uint16_t* d_lo, int64_t rows, int64_t cols,

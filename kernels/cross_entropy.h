@@ -25,6 +25,16 @@ void ce_tile_stats(const float* logits, int64_t rows, int64_t cols, int64_t col_
                    float* run_max, float* run_sum, float* target_logit, float* lse,
                    float* row_loss, cudaStream_t stream);
 
+// ce_tile_stats plus each row's running argmax (evaluation, engine/cuda/lm_head_eval.cpp):
+// (arg_value, arg_index) is the state of kmath::CeArgmax over the blocks seen, the first
+// block starting it; after the last block arg_index holds the first index of the row's
+// maximum (-1 on ignored rows). col_offset + cols <= 2^31 - 1.
+void ce_tile_stats_argmax(const float* logits, int64_t rows, int64_t cols, int64_t col_offset,
+                          bool first_block, bool last_block, const int32_t* targets,
+                          int ignore_index, float* run_max, float* run_sum, float* target_logit,
+                          float* lse, float* row_loss, float* arg_value, int32_t* arg_index,
+                          cudaStream_t stream);
+
 // The tile's logits gradient d = (dloss[0] / count) (exp(z - lse) - onehot(target)),
 // 0 on ignored rows. With d_hi == nullptr it overwrites `logits` in place (fp32);
 // otherwise it writes the bf16 split d ~= hi + lo (kmath::ce_split_bf16) as two dense

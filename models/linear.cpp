@@ -12,12 +12,16 @@ using engine::Tensor;
 int64_t Linear::out_features() const { return frozen ? frozen->out_features() : weight.dim(0); }
 int64_t Linear::in_features() const { return frozen ? frozen->in_features() : weight.dim(1); }
 
-Tensor Linear::forward(const Tensor& x, bool train, uint64_t dropout_seed) const {
+Tensor Linear::forward(const Tensor& x, bool train, uint64_t dropout_seed, int64_t first_row) const {
   if (!frozen) return engine::ops::matmul(x, weight, false, true);
-  if (!adapted())
+  if (!adapted() || !lora_enabled)
     return engine::ops::matmul(x, frozen->dequantize(x.dtype(), x.device()), false, true);
   engine::ops::LoraDropout d;
-  if (train) d = {dropout, dropout_seed, 0};
+  // Element i of the mask is Philox block offset + i / 4, lane i % 4 (kmath::dropout_keep).
+  const int64_t first_element = first_row * in_features();
+  ENGINE_CHECK(first_element % 4 == 0, "Linear::forward: row ", first_row, " of width ", in_features(),
+               " does not start a Philox block");
+  if (train) d = {dropout, dropout_seed, static_cast<uint64_t>(first_element / 4)};
   return engine::ops::lora_linear(x, frozen, lora_a, lora_b, scaling, d);
 }
 

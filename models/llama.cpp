@@ -1,12 +1,14 @@
 #include "models/llama.h"
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <string>
 
 #include "engine/autograd.h"
 #include "engine/nvtx.h"
 #include "engine/ops.h"
+#include "engine/tiling.h"
 
 namespace models {
 
@@ -21,6 +23,24 @@ std::vector<const Linear*> LlamaLayer::linears() const {
 }
 
 namespace {
+// The frozen embedding's rows for `ids`, gathered on the host (the table is there): a
+// byte copy per token, the same values ops::embedding would give on the device.
+Tensor gather_rows_on_host(const Tensor& table, const Tensor& ids) {
+  ENGINE_CHECK(table.device().is_cpu() && table.rank() == 2, "host embedding table ", table.str());
+  const std::vector<int32_t> index = ids.to_ints();
+  const int64_t vocab = table.dim(0);
+  const size_t row = engine::dtype_bytes(table.dtype(), table.dim(1));
+  Tensor out = Tensor::empty({static_cast<int64_t>(index.size()), table.dim(1)}, table.dtype());
+  auto* dst = static_cast<char*>(out.raw_data());
+  const auto* src = static_cast<const char*>(table.raw_data());
+  for (size_t t = 0; t < index.size(); ++t) {
+    ENGINE_CHECK(index[t] >= 0 && index[t] < vocab, "embedding: token id ", index[t], " at position ",
+                 t, " is outside [0, ", vocab, ")");
+    std::memcpy(dst + t * row, src + index[t] * row, row);
+  }
+  return out;
+}
+
 std::string layer_prefix(size_t i) { return "model.layers." + std::to_string(i) + "."; }
 std::string linear_path(size_t index) {  // "self_attn.q_proj" / "mlp.gate_proj"
   const std::string& name = all_linear_names()[index];
@@ -115,7 +135,7 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Parts parts) : config_(config)
                    parts.lm_head.shape() == engine::Shape({c.vocab, c.hidden}) &&
                    parts.final_norm.shape() == engine::Shape({c.hidden}),
                "model parts do not match the config");
-  const engine::Device device = parts.embed_tokens.device();
+  const engine::Device device = parts.final_norm.device();  // the embedding may stay on the host
   for (const LlamaLayer& l : parts.layers) {
     ENGINE_CHECK(l.input_norm.shape() == engine::Shape({c.hidden}) &&
                      l.post_attention_norm.shape() == engine::Shape({c.hidden}),
@@ -163,7 +183,11 @@ void LlamaModel::to(engine::Device device, engine::DType dtype) {
     t = moved.detach().set_requires_grad(trains);
   };
   const bool tied = lm_head_.same_impl(embed_tokens_);
-  move(embed_tokens_, dtype);
+  if (embedding_on_host() && !device.is_cpu()) {  // it stays there (keep_embedding_on_host)
+    if (embed_tokens_.dtype() != dtype) embed_tokens_ = embed_tokens_.to_dtype(dtype);
+  } else {
+    move(embed_tokens_, dtype);
+  }
   move(final_norm_, dtype);
   if (tied) lm_head_ = embed_tokens_;
   else move(lm_head_, dtype);
@@ -177,6 +201,12 @@ void LlamaModel::to(engine::Device device, engine::DType dtype) {
       move(lin->lora_b, engine::DType::F32);
     }
   }
+}
+
+void LlamaModel::keep_embedding_on_host() {
+  ENGINE_CHECK(!config_.tie_embeddings, "the embedding cannot stay on the host: the lm_head shares it");
+  ENGINE_CHECK(!embed_tokens_.requires_grad(), "a trainable embedding cannot stay on the host");
+  if (!embed_tokens_.device().is_cpu()) embed_tokens_ = embed_tokens_.to(engine::Device::cpu());
 }
 
 Tensor LlamaModel::layer_forward(size_t index, const Tensor& h, const ForwardOptions& o) const {
@@ -197,9 +227,17 @@ Tensor LlamaModel::layer_forward(size_t index, const Tensor& h, const ForwardOpt
   attn = ops::reshape(attn, {batch, seq, c.q_dim()});
   Tensor h1 = ops::add(h, l.o_proj.forward(attn, o.train, seed(3)));
   Tensor m = ops::rms_norm(h1, l.post_attention_norm, c.rms_norm_eps);
-  Tensor mlp = ops::swiglu(l.gate_proj.forward(m, o.train, seed(4)),
-                           l.up_proj.forward(m, o.train, seed(5)));
-  return ops::add(h1, l.down_proj.forward(mlp, o.train, seed(6)));
+  // The MLP is row-wise: in token tiles its [tokens, intermediate] activations exist for
+  // one tile at a time (engine/tiling.h); first_row keeps the dropout masks the untiled ones.
+  // Captured by value: the tiling node keeps it until backward.
+  auto mlp = [layer = &l, train = o.train, s4 = seed(4), s5 = seed(5), s6 = seed(6)](
+                 const Tensor& x, int64_t first_row) {
+    Tensor act = ops::swiglu(layer->gate_proj.forward(x, train, s4, first_row),
+                             layer->up_proj.forward(x, train, s5, first_row));
+    return layer->down_proj.forward(act, train, s6, first_row);
+  };
+  const int64_t tile = (o.tile_tokens + 3) / 4 * 4;  // whole Philox blocks per tile
+  return ops::add(h1, engine::tiled_rows(mlp, m, tile));
 }
 
 Tensor LlamaModel::hidden_states(const Tensor& ids, const ForwardOptions& options) const {
@@ -213,13 +251,16 @@ Tensor LlamaModel::hidden_states(const Tensor& ids, const ForwardOptions& option
                  ids.str());
     if (!(t->device() == device())) *t = t->to(device());
   }
-  Tensor h = ops::embedding(ids.device() == device() ? ids : ids.to(device()), embed_tokens_);
+  Tensor h = embedding_on_host()
+                 ? gather_rows_on_host(embed_tokens_, ids).to(device()).view(
+                       {ids.dim(0), ids.dim(1), config_.hidden})
+                 : ops::embedding(ids.device() == device() ? ids : ids.to(device()), embed_tokens_);
   for (size_t i = 0; i < layers_.size(); ++i) {
     if (o.checkpoint_layers) {
       auto fn = [this, i, o](const std::vector<Tensor>& in) {
         return std::vector<Tensor>{layer_forward(i, in[0], o)};
       };
-      h = engine::checkpoint(fn, {h})[0];
+      h = engine::checkpoint(fn, {h}, o.offload_checkpoints)[0];
     } else {
       h = layer_forward(i, h, o);
     }

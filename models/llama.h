@@ -36,6 +36,11 @@ struct ForwardOptions {
   // uses the positions, attention never crosses a document boundary, and the loss drops
   // the target of each document's last token. Undefined: one sequence per row.
   engine::Tensor positions{}, doc_start{};
+  // Memory (docs/memory.md, "Offloaded checkpoints and tiling"): the MLP runs in tiles of
+  // this many tokens (engine/tiling.h; rounded up to a multiple of 4; 0: untiled), and each
+  // checkpointed layer's saved input waits in pinned host memory (engine/offload.h).
+  int64_t tile_tokens = 0;
+  bool offload_checkpoints = false;
 };
 
 using NamedTensors = std::vector<std::pair<std::string, engine::Tensor>>;
@@ -69,7 +74,12 @@ class LlamaModel {
   // format, LoRA factors stay fp32 masters. Trainable tensors are replaced by their
   // copies: collect trainable_parameters() after moving.
   void to(engine::Device device, engine::DType dtype);
-  engine::Device device() const { return embed_tokens_.device(); }
+  engine::Device device() const { return final_norm_.device(); }
+  // Moves the frozen embedding table to host memory (after `to`): its rows are gathered
+  // there and only [tokens, hidden] goes to the device. Not for tied embeddings (the
+  // lm_head needs the table on the device) nor a trainable one (no host gradient).
+  void keep_embedding_on_host();
+  bool embedding_on_host() const { return !(embed_tokens_.device() == device()); }
 
   // Mean next-token loss over positions whose shifted label is not -100.
   // ids, labels: i32 [batch, seq]; labels aligned with ids (HF convention).
@@ -77,6 +87,24 @@ class LlamaModel {
                       const ForwardOptions& options = {}) const;
   // logits [batch, seq, vocab] (evaluation; dropout off, nothing checkpointed).
   engine::Tensor logits(const engine::Tensor& ids) const;
+  // Per-sequence log-probabilities of the labels (DPO; models/llama_logprobs.cpp): f32
+  // [batch], row b = sum (or mean, when `mean`) over the positions t whose shifted label
+  // labels[b, t+1] is not -100 of log p(labels[b, t+1] | ids[b, 0..t]); fused with lm_head
+  // (ops::lm_head_logprobs), so the [batch * seq, vocab] logits never exist.
+  engine::Tensor sequence_logprobs(const engine::Tensor& ids, const engine::Tensor& labels,
+                                   const ForwardOptions& options = {}, bool mean = false) const;
+  // Held-out evaluation without logits (models/llama_eval.cpp; engine/lm_head_eval.h): per
+  // position t of ids [batch, seq], with target labels[b, t+1] (the last position and
+  // labels of -100 are ignored), loss f32 [batch * seq] = -log p(target) (0 where ignored)
+  // and argmax i32 [batch * seq] = the greedy next token (first of ties; -1 where ignored),
+  // on the model's device. Dropout off, nothing checkpointed; `options` may tile the MLP.
+  std::pair<engine::Tensor, engine::Tensor> eval_stats(const engine::Tensor& ids,
+                                                       const engine::Tensor& labels,
+                                                       const ForwardOptions& options = {}) const;
+  // Every LoRA adapter on (the default) or off; off, the adapted linears compute their
+  // frozen base alone: the reference model of DPO. models/lora_scope.h holds the RAII switch.
+  void set_lora_enabled(bool enabled);
+  bool lora_enabled() const;
 
   NamedTensors named_parameters() const;        // the dense weights, HF names
   std::vector<engine::Tensor> trainable_parameters() const;

@@ -35,12 +35,12 @@ ModelBytes nf4_model_bytes(const LlamaConfig& c, DType dense_dtype) {
 }
 
 std::unique_ptr<LlamaModel> synthetic_llama(const LlamaConfig& config, uint64_t seed,
-                                            engine::Device device, int threads) {
+                                            engine::Device device, int threads, bool embedding_on_host) {
   config.validate();
   const DType dense = dense_dtype(device);
   engine::Generator gen(seed);
-  auto normal = [&](const engine::Shape& shape, float stddev, DType dtype) {
-    Tensor t = Tensor::empty(shape, dtype, device);
+  auto normal = [&](const engine::Shape& shape, float stddev, DType dtype, engine::Device where) {
+    Tensor t = Tensor::empty(shape, dtype, where);
     engine::fill_normal(t, 0.0f, stddev, gen.seed(), gen.advance(static_cast<uint64_t>(shape.numel())));
     return t;
   };
@@ -52,18 +52,20 @@ std::unique_ptr<LlamaModel> synthetic_llama(const LlamaConfig& config, uint64_t 
       const float stddev = 1.0f / std::sqrt(static_cast<float>(s.shape[1]));
       std::shared_ptr<const engine::FrozenLinear> frozen;
       if (device.is_cpu()) {
-        const Tensor w = normal(s.shape, stddev, DType::F32);
+        const Tensor w = normal(s.shape, stddev, DType::F32, device);
         frozen = std::make_shared<q::Nf4FrozenLinear>(
             quantize_nf4_host(w.raw_data(), DType::F32, s.shape, threads, s.name));
       } else {
-        frozen = q::Nf4FrozenLinear::quantize_on_device(normal(s.shape, stddev, DType::BF16));
+        frozen = q::Nf4FrozenLinear::quantize_on_device(normal(s.shape, stddev, DType::BF16, device));
       }
       place_weight(parts, s.name, Tensor(), frozen);
       continue;
     }
     Tensor t;
     if (s.shape.rank() == 1) t = Tensor::full(s.shape, 1.0f, dense, device);  // norms
-    else t = normal(s.shape, s.name == "lm_head.weight" ? 1.0f / std::sqrt(float(config.hidden)) : 1.0f, dense);
+    else if (s.name == "model.embed_tokens.weight" && embedding_on_host)
+      t = normal(s.shape, 1.0f, dense, engine::Device::cpu());
+    else t = normal(s.shape, s.name == "lm_head.weight" ? 1.0f / std::sqrt(float(config.hidden)) : 1.0f, dense, device);
     place_weight(parts, s.name, t, nullptr);
   }
   if (config.tie_embeddings) parts.lm_head = parts.embed_tokens;

@@ -29,8 +29,10 @@ struct ModelBytes {
 };
 ModelBytes nf4_model_bytes(const LlamaConfig& config, engine::DType dense_dtype);
 
-// The model, frozen, on `device` (dense weights f32 on the CPU, bf16 on CUDA).
+// The model, frozen, on `device` (dense weights f32 on the CPU, bf16 on CUDA); with
+// embedding_on_host the embedding is drawn in host memory instead (LoadOptions).
 std::unique_ptr<LlamaModel> synthetic_llama(const LlamaConfig& config, uint64_t seed,
-                                            engine::Device device, int threads = 0);
+                                            engine::Device device, int threads = 0,
+                                            bool embedding_on_host = false);
 
 }  // namespace models

@@ -31,9 +31,11 @@ std::string ByteTokenizer::decode(const std::vector<int32_t>& ids) const {
       text += kEosName;
     else if (id >= 0 && id < 256)
       text += static_cast<char>(static_cast<unsigned char>(id));
+    else if (id > kEos && id < vocab_)  // a model id with no byte: pre-tokenized data
+      text += "<|" + std::to_string(id) + "|>";
     else
       throw engine::Error("ByteTokenizer::decode: token id " + std::to_string(id) +
-                          " is outside [0, " + std::to_string(kVocab) + ")");
+                          " is outside [0, " + std::to_string(vocab_) + ")");
   }
   return text;
 }

@@ -65,12 +65,20 @@ class ByteTokenizer final : public Tokenizer {
   static constexpr int32_t kEos = 257;
   static constexpr int64_t kVocab = 258;
 
+  // model_vocab: the vocabulary of the model it serves (a preset or synthetic model's, e.g.
+  // 128,256), so that pre-tokenized data may use every id the model has; text still
+  // encodes to bytes, and ids above 257 decode as "<|id|>".
+  explicit ByteTokenizer(int64_t model_vocab = kVocab) : vocab_(model_vocab > kVocab ? model_vocab : kVocab) {}
+
   std::vector<int32_t> encode(std::string_view text) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
-  int64_t vocab_size() const override { return kVocab; }
+  int64_t vocab_size() const override { return vocab_; }
   int32_t bos_id() const override { return kBos; }
   int32_t eos_id() const override { return kEos; }
   std::optional<int32_t> special_token_id(std::string_view name) const override;
+
+ private:
+  int64_t vocab_;
 };
 
 }  // namespace models

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "engine/backend.h"
+#include "engine/gpu_spec.h"
 #include "engine/io/safetensors.h"
 #include "engine/quant/nf4_linear.h"
 #include "kernels/math/bf16.h"
@@ -415,7 +416,9 @@ std::unique_ptr<LlamaModel> load_llama(const LlamaConfig& config, const std::str
         raw.reset();
         raw = std::make_unique<Staging>(largest);
       }
-      index.read(s.name, raw->span(info.nbytes()));
+      // A dry run (engine/gpu_spec.h) reads shapes only: the values would never be used.
+      const bool dry = engine::dry_run_active();
+      if (!dry) index.read(s.name, raw->span(info.nbytes()));
       pages.release(file, info);
       if (s.linear && o.format == BaseFormat::NF4) {
         if (o.device.is_cpu()) {
@@ -423,7 +426,7 @@ std::unique_ptr<LlamaModel> load_llama(const LlamaConfig& config, const std::str
               quantize_nf4_host(raw->data(), src, s.shape, o.threads, where));
         } else {
           // Finite check on the host (the kernel would quietly map a NaN), then quantize there.
-          parallel_ranges(s.shape.numel(), kChunk, thread_count(o.threads), [&](int64_t b, int64_t e) {
+          if (!dry) parallel_ranges(s.shape.numel(), kChunk, thread_count(o.threads), [&](int64_t b, int64_t e) {
             std::vector<float> buf(static_cast<size_t>(kChunk));
             for (int64_t i = b; i < e; i += kChunk) to_f32(raw->data(), src, i, std::min(kChunk, e - i), buf.data(), where);
           });
@@ -434,7 +437,8 @@ std::unique_ptr<LlamaModel> load_llama(const LlamaConfig& config, const std::str
       } else {
         const DType target = s.linear ? DType::F32 : dense;  // a dense frozen base stays f32
         value = convert_host(raw->data(), src, target, s.shape, o.threads, where);
-        if (!o.device.is_cpu()) value = value.to(o.device);
+        const bool stays_on_host = o.embedding_on_host && s.name == "model.embed_tokens.weight";
+        if (!o.device.is_cpu() && !stays_on_host) value = value.to(o.device);
         if (s.linear) frozen = std::make_shared<engine::DenseFrozenLinear>(value);
       }
     }

@@ -34,6 +34,9 @@ struct LoadOptions {
   std::ostream* log = nullptr;  // progress; nullptr: silent
   bool live_progress = false;   // one line rewritten in place (a terminal) vs a few plain lines
   int threads = 0;              // CPU quantizer threads; 0: every core
+  // The embedding table stays in host memory (bf16) and never touches the device: it gets
+  // no gradient, so a run on a GPU gathers its rows there (LlamaModel::embedding_on_host).
+  bool embedding_on_host = false;
 };
 
 // The dtype of the dense weights (embedding, norms, lm_head) of a run on `device`.

@@ -2,14 +2,14 @@
 # Installs the Debian 12 packages the project builds with (idempotent: apt-get
 # skips what is already installed). Usage: tools/install_deps.sh [demo|test]
 #   demo: compiler, CMake, JSON, CLI11, PCRE2, SentencePiece
-#   test: also GoogleTest and Google Benchmark
+#   test: also GoogleTest, Google Benchmark and TinyXML-2 (the SVG chart tests)
 # The CUDA toolkit is not a Debian package here: when nvcc is on the PATH the CUDA
 # backend is built, otherwise the CPU-only build is.
 set -euo pipefail
 what=${1:-test}
 packages=(build-essential cmake pkg-config nlohmann-json3-dev libcli11-dev libpcre2-dev libsentencepiece-dev)
 if [ "$what" = test ]; then
-  packages+=(libgtest-dev libgmock-dev libbenchmark-dev)
+  packages+=(libgtest-dev libgmock-dev libbenchmark-dev libtinyxml2-dev)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -17,7 +17,11 @@ cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs" "$@"
 
 if command -v nvcc >/dev/null || [ -e /usr/local/cuda/include/cuda_runtime.h ]; then
-  cmake -S . -B build-simt -DENGINE_CUDA=SIMT -DCMAKE_BUILD_TYPE=Release
+  # The dry run's exactness test compares emulated runs with the CUDA build's train70b-dry.
+  dry=""
+  [ -x build/tools/train70b-dry ] && dry="$PWD/build/tools/train70b-dry"
+  cmake -S . -B build-simt -DENGINE_CUDA=SIMT -DCMAKE_BUILD_TYPE=Release \
+    -DENGINE_DRY_RUN_BINARY="$dry"
   cmake --build build-simt -j"$jobs" --target simt_tests engine_cuda_tests models_cuda_tests \
     tools_cuda_tests
   ctest --test-dir build-simt --output-on-failure -j"$jobs" -L 'gpu|simt' "$@"

@@ -54,6 +54,7 @@ class CachingAllocator final : public Allocator {
   Device device() const override { return Device::cuda(device_index_); }
   void empty_cache() override;
   size_t cached_bytes() const;  // reserved bytes sitting in free lists
+  size_t block_bytes(size_t bytes) const override { return caching_size_class(bytes); }
 
  protected:
   void* system_allocate(size_t bytes) override;

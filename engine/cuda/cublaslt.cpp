@@ -32,6 +32,7 @@ DeviceBlas& device_blas() {
   if (it != table->end()) return it->second;
   DeviceBlas blas;
   // Allocate first: if the budget refuses, no handle is left behind.
+  MemoryOwnerScope owner("workspace");
   blas.workspace = allocator_for(Device::cuda(device)).allocate(kCublasWorkspaceBytes);
   cublasStatus_t status = cublasLtCreate(&blas.handle);
   if (status != CUBLAS_STATUS_SUCCESS) {

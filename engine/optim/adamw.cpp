@@ -15,6 +15,7 @@ namespace engine::optim {
 
 AdamW::AdamW(std::vector<Tensor> params, AdamWConfig config)
     : params_(std::move(params)), config_(config) {
+  MemoryOwnerScope owner("optimizer");  // the memory report's owner (engine/allocator.h)
   for (const Tensor& p : params_) {
     ENGINE_CHECK(p.dtype() == DType::F32, "AdamW needs f32 parameters, got ", p.str());
     m_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
@@ -56,6 +57,40 @@ void AdamW::step() {
 
 void AdamW::zero_grad() {
   for (Tensor& p : params_) p.zero_grad();
+}
+
+OptimizerState AdamW::state() const {
+  const auto bits = static_cast<uint64_t>(step_);
+  OptimizerState s{{"step", Tensor::from_ints({static_cast<int32_t>(bits & 0xffffffffu),
+                                               static_cast<int32_t>(bits >> 32)}, {2})}};
+  for (size_t i = 0; i < m_.size(); ++i) {
+    s.emplace_back("m." + std::to_string(i), m_[i].to(Device::cpu()).clone());
+    s.emplace_back("v." + std::to_string(i), v_[i].to(Device::cpu()).clone());
+  }
+  return s;
+}
+
+void AdamW::load_state(const OptimizerState& s) {
+  ENGINE_INPUT_CHECK(s.size() == 1 + 2 * m_.size(), "optimizer state: ", s.size(), " entries, AdamW over ",
+                     m_.size(), " parameters needs ", 1 + 2 * m_.size());
+  ENGINE_INPUT_CHECK(s[0].first == "step" && s[0].second.dtype() == DType::I32 && s[0].second.numel() == 2,
+                     "optimizer state: the first entry must be the i32 [2] step count");
+  const std::vector<int32_t> bits = s[0].second.to_ints();
+  const int64_t step = static_cast<int64_t>(static_cast<uint64_t>(static_cast<uint32_t>(bits[0])) |
+                                            (static_cast<uint64_t>(static_cast<uint32_t>(bits[1])) << 32));
+  for (size_t i = 0; i < m_.size(); ++i)
+    for (int k = 0; k < 2; ++k) {
+      const auto& [name, t] = s[1 + 2 * i + k];
+      const std::string want = (k == 0 ? "m." : "v.") + std::to_string(i);
+      ENGINE_INPUT_CHECK(name == want && t.dtype() == DType::F32 && t.shape() == m_[i].shape(),
+                         "optimizer state: entry '", name, "' ", t.str(), " does not match '", want, "' ",
+                         m_[i].str());
+    }
+  for (size_t i = 0; i < m_.size(); ++i) {
+    m_[i].copy_from(s[1 + 2 * i].second);
+    v_[i].copy_from(s[2 + 2 * i].second);
+  }
+  step_ = step;
 }
 
 float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {

@@ -8,6 +8,7 @@
 #pragma once
 #include <vector>
 
+#include "engine/optim/optimizer.h"
 #include "engine/tensor.h"
 
 namespace engine::optim {
@@ -20,15 +21,19 @@ struct AdamWConfig {
   float weight_decay = 0.0f;
 };
 
-class AdamW {
+class AdamW : public Optimizer {
  public:
   AdamW(std::vector<Tensor> params, AdamWConfig config);
   // One update from the parameters' current .grad (parameters without one are skipped).
-  void step();
-  void zero_grad();
-  void set_lr(float lr) { config_.lr = lr; }
-  int64_t steps() const { return step_; }
-  const std::vector<Tensor>& params() const { return params_; }
+  void step() override;
+  void zero_grad() override;
+  void set_lr(float lr) override { config_.lr = lr; }
+  int64_t steps() const override { return step_; }
+  const std::vector<Tensor>& params() const override { return params_; }
+  std::string kind() const override { return "adamw"; }
+  // "step" (i32 [2]: low and high 32 bits), then "m.<i>" and "v.<i>" per parameter.
+  OptimizerState state() const override;
+  void load_state(const OptimizerState& state) override;
   // Moment tensors, for checkpointing the optimizer.
   std::vector<Tensor>& first_moments() { return m_; }
   std::vector<Tensor>& second_moments() { return v_; }

@@ -17,6 +17,8 @@
 // The empty state is (-inf, 0); adding or merging it is the identity (guarded, so that
 // -inf - -inf never produces NaN). The merge is commutative and, in exact arithmetic,
 // associative: the kernels fix the merge order so results are deterministic.
+// Evaluation adds a running argmax (value, index) per row, merged the same way
+// (ce_argmax_merge below: the first index of the maximum wins, as torch.argmax).
 //
 // bf16 gradient split: the gradient GEMMs take bf16 operands when W is bf16, but a
 // dlogit rounded to bf16 keeps only 8 significant bits, and dh = dlogits @ W cancels
@@ -93,6 +95,32 @@ HD CeStats ce_stats_merge(CeStats a, CeStats b) {
 }
 
 HD float ce_stats_lse(CeStats a) { return a.m + ce_log(a.s); }
+
+// ---- running argmax (evaluation: the greedy prediction) ---------------------------
+// The state (value, index) of the best logit seen. Order: NaN above every number (as
+// torch.argmax), then the larger value, then the smaller index; a total order, so the
+// merge is associative and commutative and any merge tree gives the first index of the
+// maximum. The empty state (-inf, INT32_MAX) loses to every element, -inf included.
+
+struct CeArgmax {
+  float value;
+  int32_t index;
+};
+
+HD CeArgmax ce_argmax_empty() { return {-INFINITY, 0x7fffffff}; }
+
+HD bool ce_argmax_before(CeArgmax a, CeArgmax b) {  // a ranks above b
+  const bool an = a.value != a.value, bn = b.value != b.value;  // NaN tests without <cmath>
+  if (an != bn) return an;
+  if (!an && a.value != b.value) return a.value > b.value;
+  return a.index < b.index;
+}
+
+HD CeArgmax ce_argmax_merge(CeArgmax a, CeArgmax b) { return ce_argmax_before(b, a) ? b : a; }
+
+HD CeArgmax ce_argmax_add(CeArgmax a, float z, int32_t index) {
+  return ce_argmax_merge(a, CeArgmax{z, index});
+}
 
 // d ~= bf16(hi) + bf16(lo) to 2^-16 relative (see the header comment).
 HD void ce_split_bf16(float d, uint16_t* hi, uint16_t* lo) {

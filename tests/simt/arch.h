@@ -16,7 +16,8 @@
 //   regs_per_block / threads fails to launch, which only a GPU run (or ptxas -v) shows;
 // - the SM count: reported as 4 on every architecture, not the real part's 84-132.
 //   Blocks run one at a time here, and grids sized as SMs x blocks per SM (adamw,
-//   grad_norm) would emulate hundreds of mostly idle blocks per call.
+//   grad_norm) would emulate hundreds of mostly idle blocks per call. SIMT_SMS overrides
+//   it where a test needs a real part's count (fake_cudart.cpp).
 #pragma once
 
 #include <cstddef>

@@ -9,8 +9,11 @@
 // - A failing call returns its error and records it as the thread's last error
 //   (cudaGetLastError reads and clears it, cudaPeekAtLastError only reads it).
 //
+// - Pinned host memory (cudaHostAlloc, cudaMallocHost) is ordinary host memory, not
+//   charged to the device; cudaFreeHost accepts only pointers it handed out.
+//
 // Limits: only the calls the engine, kernels, benches and tests make are defined; no
-// kernel launch, peer, managed, pinned-host, graph or IPC API; no sticky (context-
+// kernel launch, peer, managed, graph or IPC API; no sticky (context-
 // corrupting) errors; device properties are those of the emulated GPU's architecture
 // (tests/simt/arch.h, SIMT_GPU) as far as the table has them, the rest zero.
 #include <cuda_runtime_api.h>
@@ -76,12 +79,31 @@ struct Memory {
   std::mutex mutex;
   std::unordered_map<void*, size_t> live;  // pointer -> bytes charged to the device
   size_t live_bytes = 0;
+  std::unordered_map<void*, size_t> pinned;  // cudaHostAlloc pointer -> bytes
 };
 
 // Never destroyed: static destructors elsewhere may still free device memory.
 Memory& memory() {
   static Memory* instance = new Memory();
   return *instance;
+}
+
+// simt::kEmulatedSms, or SIMT_SMS (read once): the dry-run test (tests/tools/
+// test_train70b_dry_run_cuda.cpp) emulates the A100's 108 SMs, whose count sizes workspaces.
+int emulated_sms() {
+  static const int sms = [] {
+    const char* text = std::getenv("SIMT_SMS");
+    if (text == nullptr) return simt::kEmulatedSms;
+    const char* end = text + std::strlen(text);
+    int value = 0;
+    auto [stop, error] = std::from_chars(text, end, value);
+    if (error != std::errc() || stop != end || value < 1 || value > 1024) {
+      std::fprintf(stderr, "fake_cudart: SIMT_SMS=\"%s\" is not an SM count in [1, 1024]\n", text);
+      std::abort();
+    }
+    return value;
+  }();
+  return sms;
 }
 
 const cudaDeviceProp& emulated_device() {
@@ -91,7 +113,7 @@ const cudaDeviceProp& emulated_device() {
     std::snprintf(p.name, sizeof p.name, "SIMT emulator (CPU) as %s (%s)", a.name, a.example);
     p.major = a.major;
     p.minor = a.minor;
-    p.multiProcessorCount = simt::kEmulatedSms;
+    p.multiProcessorCount = emulated_sms();
     p.totalGlobalMem = capacity();
     p.sharedMemPerBlock = simt::kDefaultDynamicShared;
     p.sharedMemPerBlockOptin = a.shared_per_block_optin;
@@ -246,6 +268,39 @@ cudaError_t cudaFree(void* devPtr) {
   return cudaSuccess;
 }
 
+// Pinned host memory: page-locking has no meaning here; the set of live pointers makes
+// a double or foreign cudaFreeHost an error, as on the real runtime.
+cudaError_t cudaHostAlloc(void** pHost, size_t size, unsigned int flags) {
+  constexpr unsigned kKnownFlags = cudaHostAllocPortable | cudaHostAllocMapped |
+                                   cudaHostAllocWriteCombined;
+  if (pHost == nullptr || (flags & ~kKnownFlags) != 0) return fail(cudaErrorInvalidValue);
+  *pHost = nullptr;
+  if (size == 0) return cudaSuccess;
+  const size_t bytes = (size + kAlignment - 1) / kAlignment * kAlignment;
+  void* p = std::aligned_alloc(kAlignment, bytes);
+  if (p == nullptr) return fail(cudaErrorMemoryAllocation);
+  Memory& m = memory();
+  std::lock_guard lock(m.mutex);
+  m.pinned.emplace(p, bytes);
+  *pHost = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void** ptr, size_t size) {
+  return cudaHostAlloc(ptr, size, cudaHostAllocDefault);
+}
+
+cudaError_t cudaFreeHost(void* ptr) {
+  if (ptr == nullptr) return cudaSuccess;
+  Memory& m = memory();
+  std::lock_guard lock(m.mutex);
+  auto it = m.pinned.find(ptr);
+  if (it == m.pinned.end()) return fail(cudaErrorInvalidValue);
+  m.pinned.erase(it);
+  std::free(ptr);
+  return cudaSuccess;
+}
+
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
   if (free == nullptr || total == nullptr) return fail(cudaErrorInvalidValue);
   Memory& m = memory();
@@ -299,6 +354,13 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t /*stream*/) { return cudaSuccess; }
+
+// Every call is synchronous, so the event has completed already: only the handles are checked.
+cudaError_t cudaStreamWaitEvent(cudaStream_t /*stream*/, cudaEvent_t event, unsigned int flags) {
+  if (event == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  if (flags != 0) return fail(cudaErrorInvalidValue);
+  return cudaSuccess;
+}
 
 cudaError_t cudaStreamGetFlags(cudaStream_t hStream, unsigned int* flags) {
   if (flags == nullptr) return fail(cudaErrorInvalidValue);

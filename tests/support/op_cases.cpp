@@ -243,6 +243,27 @@ void lm_head_cross_entropy_cases(CaseBuilder& b) {
   }
 }
 
+// Sequences of `seg` rows (0: one), summed or averaged (IPO); some rows ignored, as the
+// prompt and padding of a DPO batch are.
+void lm_head_logprobs_cases(CaseBuilder& b) {
+  struct Dims { int64_t n, h, v, chunk, seg; bool mean; float ignored; };
+  for (Dims d : {Dims{12, 7, 17, 5, 4, false, 0.3f}, Dims{10, 9, 13, 0, 5, true, 0.4f},
+                 Dims{6, 5, 3, 1, 0, false, 0.0f}, Dims{8, 6, 11, 3, 2, true, 0.5f}}) {
+    OpAttrs a;
+    a.chunk_rows = d.chunk;
+    a.segment_rows = d.seg;
+    a.segment_mean = d.mean;
+    std::ostringstream label;
+    label << "h [" << d.n << "," << d.h << "] W [" << d.v << "," << d.h << "] chunk " << d.chunk
+          << " segment " << d.seg << (d.mean ? " mean" : " sum") << " ignored " << d.ignored;
+    b.add(label.str(),
+          {b.rand({d.n, d.h}, -1.5f, 1.5f), b.rand({d.v, d.h}, -1.5f, 1.5f),
+           b.ids({d.n}, static_cast<int32_t>(d.v), d.ignored)},
+          {true, true, false}, d.n + d.h + d.v, a);
+    b.cases.back().bf16_accumulation = 128;
+  }
+}
+
 }  // namespace
 
 std::vector<OpCase> op_cases(OpId id, uint64_t seed) {
@@ -256,6 +277,7 @@ std::vector<OpCase> op_cases(OpId id, uint64_t seed) {
     case OpId::CrossEntropy: cross_entropy_cases(b); break;
     case OpId::LoraLinear: lora_linear_cases(b); break;
     case OpId::LmHeadCrossEntropy: lm_head_cross_entropy_cases(b); break;
+    case OpId::LmHeadLogprobs: lm_head_logprobs_cases(b); break;
     default: elementwise_cases(b, id); break;
   }
   return std::move(b.cases);

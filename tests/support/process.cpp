@@ -30,4 +30,21 @@ RunResult run_command(const std::string& command) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, err};
 }
 
+int start_command(const std::string& command, const std::string& log_file, const std::string& environment) {
+  // env execs the command in turn, so the pid stays the command's.
+  const std::string line = "exec env " + environment + " " + command + " >" + log_file + " 2>&1";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_command(int pid) {
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return -1000;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
 }  // namespace testing_support

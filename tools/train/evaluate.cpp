@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <set>
+#include <utility>
 
 #include "engine/autograd.h"
 #include "engine/nvtx.h"
@@ -11,11 +13,16 @@ namespace train {
 
 using engine::Tensor;
 
-// Token-weighted loss and greedy accuracy over `examples`, in batches.
+// Token-weighted loss and greedy accuracy over `examples`, in batches. Per batch only the
+// [batch * seq] per-token losses and predictions come to the host (LlamaModel::eval_stats:
+// the logits never exist); the sums run in double in token order.
 EvalResult evaluate(const models::LlamaModel& model, const std::vector<models::Example>& examples,
-                    int64_t batch_size) {
+                    int64_t batch_size, int64_t tile_tokens) {
+  engine::MemoryOwnerScope owner("evaluation");  // the memory report's owner (engine/allocator.h)
   engine::NvtxRange range("evaluate");
   engine::NoGradGuard no_grad;
+  models::ForwardOptions options;
+  options.tile_tokens = tile_tokens;
   EvalResult r;
   double loss_sum = 0;
   int64_t right = 0;
@@ -24,25 +31,17 @@ EvalResult evaluate(const models::LlamaModel& model, const std::vector<models::E
     for (size_t i = first; i < std::min(examples.size(), first + batch_size); ++i) idx.push_back(i);
     models::Batch b = models::make_batch(examples, idx, 0);
     if (b.target_tokens == 0) continue;
-    Tensor logits = model.logits(b.ids);
-    const int64_t rows = b.ids.dim(0), seq = b.ids.dim(1), vocab = model.config().vocab;
-    std::vector<int32_t> lab = b.labels.to_ints();
-    const std::vector<float> logit_values = logits.to_floats();
-    const float* l = logit_values.data();
+    const auto [loss, argmax] = model.eval_stats(b.ids, b.labels, options);
+    const std::vector<float> row_loss = loss.to_floats();
+    const std::vector<int32_t> best = argmax.to_ints();
+    const int64_t rows = b.ids.dim(0), seq = b.ids.dim(1);
+    const std::vector<int32_t> lab = b.labels.to_ints();
     for (int64_t row = 0; row < rows; ++row)
       for (int64_t t = 0; t + 1 < seq; ++t) {
         const int32_t target = lab[row * seq + t + 1];
         if (target == models::kIgnoreLabel) continue;
-        const float* z = l + (row * seq + t) * vocab;
-        double mx = z[0];
-        int64_t best = 0;
-        for (int64_t v = 1; v < vocab; ++v)
-          if (z[v] > z[best]) best = v;
-        mx = z[best];
-        double s = 0;
-        for (int64_t v = 0; v < vocab; ++v) s += std::exp(double(z[v]) - mx);
-        loss_sum += std::log(s) + mx - z[target];
-        right += best == target;
+        loss_sum += row_loss[row * seq + t];
+        right += best[row * seq + t] == target;
         ++r.tokens;
       }
   }
@@ -52,11 +51,41 @@ EvalResult evaluate(const models::LlamaModel& model, const std::vector<models::E
   return r;
 }
 
-std::string eval_line(const char* when, const EvalResult& r) {
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "held-out %s: loss %.4f  accuracy %.1f%%  (%lld tokens)", when, r.loss,
-                100 * r.accuracy, static_cast<long long>(r.tokens));
+std::string eval_line(const char* when, const EvalResult& r, const char* split) {
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "%s %s: loss %.4f  perplexity %.3f  accuracy %.1f%%  (%lld tokens)", split,
+                when, r.loss, std::exp(r.loss), 100 * r.accuracy, static_cast<long long>(r.tokens));
   return buf;
+}
+
+std::string forgetting_line(const EvalResult& before, const EvalResult& after, double threshold,
+                            bool* forgetting) {
+  // Perplexity is exp(loss), so the relative rise is exp(after - before) - 1.
+  const double rise = std::exp(after.loss - before.loss) - 1;
+  *forgetting = !(rise <= threshold);  // a NaN loss counts as forgetting
+  char buf[400];
+  if (*forgetting)
+    std::snprintf(buf, sizeof buf,
+                  "FORGETTING: the general-text perplexity rose %.1f%% (%.3f -> %.3f), more than "
+                  "--forgetting-threshold %.0f%%: the model has lost some general ability; try a lower --lr, "
+                  "fewer --epochs or mixing general text into the training data",
+                  100 * rise, std::exp(before.loss), std::exp(after.loss), 100 * threshold);
+  else
+    std::snprintf(buf, sizeof buf,
+                  "no forgetting: the general-text perplexity changed %+.1f%% (%.3f -> %.3f), within "
+                  "--forgetting-threshold %.0f%%",
+                  100 * rise, std::exp(before.loss), std::exp(after.loss), 100 * threshold);
+  return buf;
+}
+
+size_t count_examples_seen_in_training(const std::vector<models::Example>& eval,
+                                      const std::vector<models::Example>& train) {
+  auto key = [](const models::Example& e) { return std::make_pair(e.input_ids, e.labels); };
+  std::set<std::pair<std::vector<int32_t>, std::vector<int32_t>>> seen;
+  for (const models::Example& e : train) seen.insert(key(e));
+  size_t count = 0;
+  for (const models::Example& e : eval) count += seen.count(key(e));
+  return count;
 }
 
 }  // namespace train

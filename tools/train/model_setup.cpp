@@ -11,6 +11,7 @@
 #include "models/hf_hub.h"
 #include "models/synthetic.h"
 #include "models/weight_loader.h"
+#include "tools/train/memory_mechanisms.h"
 
 namespace train {
 
@@ -69,10 +70,13 @@ Loaded load_model(const TrainOptions& o, const ModelSource& src, engine::Device 
   Loaded l;
   const models::BaseFormat format =
       o.base_format == "nf4" ? models::BaseFormat::NF4 : models::BaseFormat::F32;
+  // Straight to the host, never through the device: the room it would take at load is
+  // the room the plan freed by keeping it there.
+  const bool embedding_on_host = !device.is_cpu() && resolve_memory_mechanisms(o, src.config).embedding_on_host;
   if (src.synthetic) {
     ENGINE_INPUT_CHECK(format == models::BaseFormat::NF4, "--model ", src.name,
                        ": synthetic models are NF4 (drop --base-format f32)");
-    l.model = models::synthetic_llama(src.config, o.seed, device);
+    l.model = models::synthetic_llama(src.config, o.seed, device, 0, embedding_on_host);
     l.base_name = src.name;
   } else if (src.dir.empty()) {
     l.model = std::make_unique<models::LlamaModel>(src.config, o.seed);
@@ -81,6 +85,7 @@ Loaded load_model(const TrainOptions& o, const ModelSource& src, engine::Device 
     models::LoadOptions lo;
     lo.device = device;
     lo.format = format;
+    lo.embedding_on_host = embedding_on_host;
     lo.log = &log;
     lo.live_progress = &log == &std::cout && ::isatty(STDOUT_FILENO);
     l.model = models::load_llama(src.config, src.dir, lo);
@@ -90,7 +95,7 @@ Loaded load_model(const TrainOptions& o, const ModelSource& src, engine::Device 
 }
 
 std::unique_ptr<models::Tokenizer> make_tokenizer(const ModelSource& src) {
-  if (src.config.vocab >= 258 && src.dir.empty()) return std::make_unique<models::ByteTokenizer>();
+  if (src.config.vocab >= 258 && src.dir.empty()) return std::make_unique<models::ByteTokenizer>(src.config.vocab);
   // The model directory's own tokenizer (tokenizer.json or tokenizer.model), when it has one.
   if (!src.dir.empty() && (fs::exists(fs::path(src.dir) / "tokenizer.json") ||
                            fs::exists(fs::path(src.dir) / "tokenizer.model"))) {

@@ -9,13 +9,19 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <set>
+#include <utility>
 #include <string>
 
 #include "engine/error.h"
+#include "engine/gpu_spec.h"
 #include "engine/optim/lr_schedule.h"
+#include "engine/optim/make_optimizer.h"
 #include "models/chat_template.h"
 #include "models/lora.h"
 #include "tools/train/cli.h"
+#include "tools/train/memory_plan.h"
+#include "tools/train/run_config.h"
 
 namespace train {
 
@@ -23,7 +29,7 @@ std::optional<TrainOptions> parse_options(int argc, char** argv, int* exit_code)
   TrainOptions o;
   CLI::App app{"train70b: 4-bit QLoRA fine-tuning of Llama models; writes a PEFT adapter.\n"
                "Run with --demo for the built-in tiny model and task.\n"
-               "Subcommands: train70b quantize --help, train70b tokenize --help.",
+               "Subcommands (each with --help): train70b quantize, tokenize, merge, eval, plot.",
                "train70b"};
   app.get_formatter()->column_width(34);
   app.add_flag("--demo", o.demo, "Train the built-in tiny model on a generated task\n(defaults then: lr 2e-3, batch 8, 2 epochs)");
@@ -59,24 +65,102 @@ std::optional<TrainOptions> parse_options(int argc, char** argv, int* exit_code)
   app.add_option("--schedule", o.schedule, "constant, linear or cosine (after warmup)")->capture_default_str();
   app.add_option("--warmup-ratio", o.warmup_ratio, "Fraction of steps with linear warmup")->capture_default_str();
   app.add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+  app.add_option("--optim", o.optim,
+                 "adamw (states on the device), paged_adamw_32bit (states in pinned host\nmemory, "
+                 "streamed through the device), paged_adamw_8bit (the same, 8-bit blockwise\nmoments "
+                 "as bitsandbytes)")
+      ->capture_default_str();
   app.add_option("--max-grad-norm", o.max_grad_norm, "Global gradient-norm clip (0: off)")->capture_default_str();
   app.add_option("--checkpoint-layers", o.checkpoint_layers, "Recompute each layer in backward")
       ->capture_default_str();
+  app.add_option("--offload-checkpoints", o.offload_checkpoints,
+                 "auto, on or off: each layer's saved input waits in pinned host\nmemory (needs --checkpoint-layers; auto: off unless the plan needs it)")
+      ->capture_default_str();
+  app.add_option("--tile-tokens", o.tile_tokens,
+                 "The MLP runs in tiles of N tokens in forward and recompute (0: auto,\nthe largest power of two whose [N, intermediate] bf16 fits 256 MiB)")
+      ->capture_default_str();
+  app.add_option("--embedding-on-host", o.embedding_on_host,
+                 "auto, on or off: the frozen embedding stays in host memory, rows\ngathered there (not for tied embeddings; auto: off)")
+      ->capture_default_str();
+  app.add_option("--max-gpu-mem", o.max_gpu_mem,
+                 "Device memory the run may use: BYTES, <n>GiB or <n>GB (default: the\ndevice's memory minus a 1 GiB CUDA context reserve); a run whose\nmemory plan exceeds it refuses before loading");
+  app.add_flag("--auto-fit", o.auto_fit,
+               "Pick the micro-batch, checkpoint offload and MLP tiling that fit\n--max-gpu-mem (docs/memory.md)");
+  app.add_flag("--dry-run", o.dry_run,
+               "Run the CUDA path with nothing executed and device memory virtual (no\nGPU needed); report the memory peak and write OUTPUT/memory.json");
+  app.add_option("--gpu", o.gpu,
+                 "The GPU a --dry-run stands in for: a100-80gb (default), h100-80gb,\nh200, or a byte count (an A100 with that much memory)");
   app.add_option("--max-nonfinite-steps", o.max_nonfinite_steps,
                  "Stop after this many steps in a row with a NaN/Inf loss or\ngradient norm (each is skipped, not applied)")
       ->capture_default_str();
   app.add_option("--eval-fraction", o.eval_fraction, "Held-out fraction of the dataset")->capture_default_str();
-  app.add_option("--log-every", o.log_every, "Print progress every N steps")->capture_default_str();
+  app.add_option("--eval-every", o.eval_every, "Held-out evaluation every N steps too (0: only before\nand after training)")
+      ->capture_default_str();
+  app.add_option("--general-eval", o.general_eval, "JSONL of general text the model should not forget,\nevaluated before and after training");
+  app.add_option("--forgetting-threshold", o.forgetting_threshold,
+                 "Flag forgetting when --general-eval's perplexity rises\nby more than this fraction")
+      ->capture_default_str();
+  app.add_option("--save-every", o.save_every, "Checkpoint every N steps into OUTPUT/checkpoints\n(0: only on SIGINT/SIGTERM)")
+      ->capture_default_str();
+  app.add_option("--save-total-limit", o.save_total_limit, "Keep the newest K checkpoints")->capture_default_str();
+  app.add_option("--resume", o.resume, "Continue from a checkpoint directory, or latest\n(the newest in OUTPUT/checkpoints)");
+  app.add_option("--method", o.method, "sft, or dpo: --dataset holds {prompt, chosen, rejected}\npairs (docs/train70b.md, DPO)")
+      ->capture_default_str();
+  app.add_option("--beta", o.beta, "DPO: temperature of the implicit reward")->capture_default_str();
+  app.add_option("--label-smoothing", o.label_smoothing, "DPO: conservative DPO's share of flipped\npreference labels, in [0, 0.5)")
+      ->capture_default_str();
+  app.add_option("--loss", o.dpo_loss, "DPO: sigmoid, or ipo (squared loss on averaged log-probs)")
+      ->capture_default_str();
+  app.add_option("--precompute-ref", o.precompute_ref, "DPO: reference log-probs computed once before\ntraining (false: each step, one more forward)")
+      ->capture_default_str();
+  app.add_option("--adapter", o.adapter, "DPO: start from this PEFT adapter directory\n(e.g. an SFT run's --output)");
+  std::string config_file;
+  app.add_option("--config", config_file, "A run_config.json to repeat; flags given here override it");
+  app.add_option("--log-every", o.log_every, "Print a progress line every N steps when stdout is not\na terminal (on a terminal: one live line)")->capture_default_str();
+  app.add_flag("--quiet", o.quiet, "Print only errors and the final summary table");
   app.add_option("--seed", o.seed, "Seed for initialisation, shuffling and dropout")->capture_default_str();
   if (const std::optional<int> end = parse_command_line(app, argc, argv, "train70b")) {
     *exit_code = *end;
     return std::nullopt;
   }
+  // --config: the file's values for every flag not given on the command line.
+  std::set<std::string> from_config;
+  if (!config_file.empty()) {
+    try {
+      from_config = apply_run_config(config_file, o, [&](const std::string& key) {
+        return app.count("--" + key) > 0;
+      });
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "train70b: %s\n", e.what());
+      *exit_code = 1;
+      return std::nullopt;
+    }
+  }
+  auto unset = [&](const char* key) { return app.count(std::string("--") + key) == 0 && !from_config.count(key); };
+  if (o.dry_run && unset("device")) o.device = "cuda";  // the dry run is of the CUDA path
+  // Two steps: the second runs with the optimizer's states of the first.
+  if (o.dry_run && unset("max-steps")) o.max_steps = 2;
   if (o.demo) {  // the demo's own defaults (a from-scratch tiny base learns faster)
-    if (app.count("--lr") == 0) o.lr = 2e-3f;
-    if (app.count("--batch-size") == 0) o.batch_size = 8;
-    if (app.count("--epochs") == 0) o.epochs = 2;
-    if (app.count("--log-every") == 0) o.log_every = 25;
+    if (unset("lr")) o.lr = 2e-3f;
+    if (unset("batch-size")) o.batch_size = 8;
+    if (unset("epochs")) o.epochs = 2;
+    if (unset("log-every")) o.log_every = 25;
+  }
+  // A bad value the file gave is reported with the file, since no flag on the line holds it.
+  if (!config_file.empty()) {
+    try {
+      validate(o);
+    } catch (const engine::InputError& e) {
+      const std::string what = e.what();
+      const size_t flag = what.find("--");
+      const size_t end = what.find_first_of(" :", flag);
+      const std::string key = flag == std::string::npos ? "" : what.substr(flag + 2, end - flag - 2);
+      const bool from_file = from_config.count(key) && app.count("--" + key) == 0;
+      std::fprintf(stderr, "train70b: %s%s\n", from_file ? ("--config " + config_file + ": ").c_str() : "",
+                   what.c_str());
+      *exit_code = 1;
+      return std::nullopt;
+    }
   }
   return o;
 }
@@ -92,6 +176,11 @@ void validate(const TrainOptions& o) {
   size(o.grad_accum, "--grad-accum", kMaxBatch);
   size(o.max_seq_len, "--max-seq-len", kMaxSeqLen);
   size(o.log_every, "--log-every", std::numeric_limits<int64_t>::max());
+  ENGINE_INPUT_CHECK(o.eval_every >= 0, "--eval-every must not be negative, got ", o.eval_every);
+  ENGINE_INPUT_CHECK(o.save_every >= 0, "--save-every must not be negative, got ", o.save_every);
+  size(o.save_total_limit, "--save-total-limit", 1'000'000);
+  ENGINE_INPUT_CHECK(o.forgetting_threshold >= 0 && std::isfinite(o.forgetting_threshold),
+                     "--forgetting-threshold must be a finite number >= 0, got ", o.forgetting_threshold);
   size(o.max_nonfinite_steps, "--max-nonfinite-steps", std::numeric_limits<int64_t>::max());
   ENGINE_INPUT_CHECK(o.max_steps >= 0, "--max-steps must not be negative, got ", o.max_steps);
   ENGINE_INPUT_CHECK(o.max_steps <= kMaxSteps, "--max-steps ", o.max_steps,
@@ -124,6 +213,14 @@ void validate(const TrainOptions& o) {
   ENGINE_INPUT_CHECK(o.preview >= 0, "--preview must not be negative, got ", o.preview);
   ENGINE_INPUT_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda",
                      "--device must be auto, cpu or cuda, got '", o.device, "'");
+  for (auto [flag, value] : {std::pair{"--offload-checkpoints", &o.offload_checkpoints},
+                             std::pair{"--embedding-on-host", &o.embedding_on_host}})
+    ENGINE_INPUT_CHECK(*value == "auto" || *value == "on" || *value == "off", flag,
+                       " must be auto, on or off, got '", *value, "'");
+  ENGINE_INPUT_CHECK(o.offload_checkpoints != "on" || o.checkpoint_layers,
+                     "--offload-checkpoints on needs --checkpoint-layers true (only checkpoints are offloaded)");
+  ENGINE_INPUT_CHECK(o.tile_tokens >= 0 && o.tile_tokens <= kMaxSeqLen, "--tile-tokens must be in [0, ",
+                     kMaxSeqLen, "] (0: auto), got ", o.tile_tokens);
   // These parsers see the value, not the flag it came from: the message adds it.
   auto with_flag = [](const char* flag, auto&& parse) {
     try {
@@ -133,9 +230,27 @@ void validate(const TrainOptions& o) {
     }
   };
   with_flag("--schedule", [&] { engine::optim::parse_schedule_kind(o.schedule); });
+  with_flag("--optim", [&] { engine::optim::check_optimizer_kind(o.optim); });
   with_flag("--lora-targets", [&] { models::parse_lora_targets(o.lora_targets); });
-  ENGINE_INPUT_CHECK(o.demo || !o.dataset.empty(), "--dataset is required (or --demo)");
+  ENGINE_INPUT_CHECK(o.method == "sft" || o.method == "dpo", "--method must be sft or dpo, got '",
+                     o.method, "'");
+  ENGINE_INPUT_CHECK(o.beta > 0 && std::isfinite(o.beta), "--beta must be a finite positive number, got ",
+                     o.beta);
+  ENGINE_INPUT_CHECK(o.label_smoothing >= 0 && o.label_smoothing < 0.5f,
+                     "--label-smoothing must be in [0, 0.5), got ", o.label_smoothing);
+  ENGINE_INPUT_CHECK(o.dpo_loss == "sigmoid" || o.dpo_loss == "ipo",
+                     "--loss must be sigmoid or ipo, got '", o.dpo_loss, "'");
+  ENGINE_INPUT_CHECK(o.dpo_loss == "sigmoid" || o.label_smoothing == 0,
+                     "--label-smoothing applies to --loss sigmoid only");
+  ENGINE_INPUT_CHECK(o.method == "dpo" || o.adapter.empty(), "--adapter needs --method dpo");
+  if (!o.max_gpu_mem.empty()) parse_memory_size(o.max_gpu_mem, "--max-gpu-mem");
+  ENGINE_INPUT_CHECK(o.demo || o.dry_run || !o.dataset.empty(), "--dataset is required (or --demo)");
   ENGINE_INPUT_CHECK(!o.output.empty(), "--output must not be empty");
+  ENGINE_INPUT_CHECK(o.gpu.empty() || o.dry_run,
+                     "--gpu applies to --dry-run only (a run uses the GPU it finds)");
+  ENGINE_INPUT_CHECK(!o.dry_run || o.device == "cuda", "--dry-run runs the CUDA path: drop --device ",
+                     o.device);
+  if (!o.gpu.empty()) with_flag("--gpu", [&] { engine::parse_gpu_spec(o.gpu); });
 }
 
 void check_output_writable(const std::string& output) {

@@ -42,13 +42,47 @@ struct TrainOptions {
   float warmup_ratio = 0.03f;
   float weight_decay = 0.0f;
   float max_grad_norm = 0.3f;
+  // adamw | paged_adamw_32bit | paged_adamw_8bit (engine/optim/make_optimizer.h)
+  std::string optim = "adamw";
   bool checkpoint_layers = true;
+  // Memory mechanisms (docs/memory.md, tools/train/memory_mechanisms.h): checkpoints in
+  // pinned host memory, the MLP in token tiles (0: auto), the frozen embedding on the host.
+  std::string offload_checkpoints = "auto";  // auto | on | off
+  int64_t tile_tokens = 0;
+  std::string embedding_on_host = "auto";    // auto | on | off
+  // Memory (docs/memory.md): the device budget the plan must fit (BYTES, <n>GiB, <n>GB; empty:
+  // the device's memory minus the CUDA context reserve), and whether the planner picks the
+  // micro-batch, checkpoint offload and tiling itself (tools/train/memory_plan.h).
+  std::string max_gpu_mem;
+  bool auto_fit = false;
+  // --dry-run: the CUDA path on the dry runtime (nothing executed, device memory virtual),
+  // as the GPU --gpu names (engine/gpu_spec.h); writes OUTPUT/memory.json (docs/memory.md,
+  // "Dry run"). Implies --device cuda; without --dataset, batches of --max-seq-len tokens.
+  bool dry_run = false;
+  std::string gpu;  // empty: a100-80gb
   // Steps whose loss or gradient norm is NaN/Inf are skipped; this many in a row stop the run.
   int64_t max_nonfinite_steps = 5;
   // Evaluation and logging.
   float eval_fraction = 0.1f;
+  int64_t eval_every = 0;            // held-out evaluation every N steps (0: before and after only)
+  std::string general_eval;          // JSONL of general text, evaluated before and after (forgetting)
+  float forgetting_threshold = 0.1f;  // relative rise of its perplexity that the summary flags
   int64_t log_every = 10;
+  bool quiet = false;  // only errors and the final summary table (tools/train/progress.h)
+  // Checkpoints (tools/train/checkpoint.h): every N steps and on SIGINT/SIGTERM, the last K
+  // kept in OUTPUT/checkpoints/; resume = a checkpoint directory or "latest" (newest there).
+  int64_t save_every = 500;
+  int64_t save_total_limit = 3;
+  std::string resume;
   uint64_t seed = 42;
+  // Preference optimisation (tools/train/dpo_trainer.h): sft, or dpo on {prompt, chosen,
+  // rejected} pairs with the adapter-off model as the reference.
+  std::string method = "sft";
+  float beta = 0.1f;               // DPO temperature
+  float label_smoothing = 0.0f;    // conservative DPO: assumed share of flipped labels
+  std::string dpo_loss = "sigmoid";  // sigmoid | ipo
+  bool precompute_ref = true;      // reference log-probs once before training, kept on the host
+  std::string adapter;             // start from this PEFT adapter (SFT, then DPO)
 };
 
 // Parses argv. Returns nullopt when the program should exit with `exit_code`

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <utility>
 
@@ -20,6 +21,7 @@
 #include "engine/nvtx.h"
 #include "engine/ops.h"
 #include "engine/optim/adamw.h"
+#include "engine/optim/make_optimizer.h"
 #include "engine/optim/lr_schedule.h"
 #include "models/adapter.h"
 #include "models/data_report.h"
@@ -29,8 +31,19 @@
 #include "models/synthetic.h"
 #include "models/weight_loader.h"
 #include "tools/train/demo_task.h"
+#include "tools/train/dpo_trainer.h"
+#include "tools/train/dry_run.h"
 #include "tools/train/evaluate.h"
+#include "tools/train/memory_plan.h"
+#include "tools/train/memory_mechanisms.h"
+#include "tools/train/memory_report.h"
 #include "tools/train/model_setup.h"
+#include "tools/train/plot.h"
+#include "tools/train/progress.h"
+#include "tools/train/checkpoint.h"
+#include "tools/train/run_config.h"
+#include "tools/train/run_output.h"
+#include "tools/train/stop_signal.h"
 
 namespace train {
 
@@ -68,11 +81,28 @@ StepPlan plan_steps(const TrainOptions& o, int64_t train_examples) {
 
 }  // namespace
 
-RunSummary run_training(const TrainOptions& o, std::ostream& log) {
+RunSummary run_training(const TrainOptions& given, std::ostream& log) {
+  if (given.method == "dpo") return run_dpo_training(given, log);  // tools/train/dpo_trainer.h
+  validate(given);
+  // The memory plan before anything is read or loaded: refuses a run that cannot fit
+  // --max-gpu-mem; --auto-fit and `auto` choices replace the flags from here on.
+  const TrainOptions o = apply_memory_plan(given, log);  // tools/train/memory_plan.h
+  const auto run_start = std::chrono::steady_clock::now();
   validate(o);
   // 1. Everything the user gave is read and checked before any output exists; the flags,
   // the output directory, the config and the data before the weights load (minutes for 70B).
   check_output_writable(o.output);
+  check_output_is_ours(o.output);
+  clean_stale_temporaries(o.output, log);
+  fs::path resume_dir;  // checkpoints/checkpoint-N to continue from
+  if (!o.resume.empty()) {
+    resume_dir = resolve_resume(o.resume, o.output);
+  } else {
+    const fs::path earlier = latest_checkpoint(o.output);
+    ENGINE_INPUT_CHECK(earlier.empty(), "--output ", o.output, " holds checkpoints of an earlier run (newest ",
+                       earlier.string(), "): continue it with --resume latest, or remove ",
+                       (fs::path(o.output) / "checkpoints").string(), " to start over");
+  }
   const ModelSource source = resolve_model(o);
   check_lora_rank(o, source.config);
   const std::unique_ptr<models::Tokenizer> tokenizer = make_tokenizer(source);
@@ -81,6 +111,9 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
   const models::DatasetOptions data_options = dataset_options(o, source);
   if (o.demo) {
     examples = make_demo_examples(*tokenizer, 1200, o.seed);
+  } else if (o.dry_run && o.dataset.empty()) {  // full-length batches (tools/train/dry_run.h)
+    examples = dry_run_examples(o, source.config, o.batch_size * o.grad_accum + o.batch_size);
+    log << "dry run: " << examples.size() << " generated sequences of " << o.max_seq_len << " tokens\n";
   } else {
     examples = models::load_jsonl_dataset(o.dataset, *tokenizer, data_options, &stats);
     log << models::data_report_text(stats, data_options);
@@ -88,6 +121,8 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
                        ": holding out --eval-fraction ", o.eval_fraction,
                        " needs at least 2 usable examples, the file has ", examples.size());
   }
+  std::vector<models::Example> general;  // --general-eval: the forgetting check
+  if (!o.general_eval.empty()) general = models::load_jsonl_dataset(o.general_eval, *tokenizer, data_options);
   for (int64_t i = 0; i < std::min<int64_t>(o.preview, static_cast<int64_t>(examples.size())); ++i)
     log << "preview " << i + 1 << " (" << examples[i].input_ids.size()
         << " tokens, trained spans in \u27e6 \u27e7):\n"
@@ -95,7 +130,14 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
   warn_long_sequences(examples, source.config, log);
   models::DatasetSplit split = models::split_train_eval(std::move(examples), o.eval_fraction, o.seed);
   ENGINE_CHECK(!split.train.empty(), "no training examples left after the held-out split");
-  if (split.eval.empty()) split.eval = {split.train.begin(), split.train.begin() + 1};
+  // Held-out and training examples never share an index; identical records (duplicates in
+  // the data, or the demo's closed task) are reported, not dropped.
+  if (const size_t seen = count_examples_seen_in_training(split.eval, split.train); seen > 0)
+    log << "note: " << seen << " held-out examples have an identical copy in the training split\n";
+  if (split.eval.empty())
+    log << "no held-out evaluation: "
+        << (o.eval_fraction == 0 ? "--eval-fraction 0" : "every held-out example is also a training example")
+        << "\n";
   // --packing: the training units are packed rows of examples (models/packing.h).
   std::vector<std::vector<int64_t>> packed_rows;
   if (o.packing) packed_rows = models::pack_examples(split.train, o.max_seq_len, o.seed + 3);
@@ -106,6 +148,11 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
   const bool gpu_usable = engine::cuda_available(&no_gpu);
   ENGINE_INPUT_CHECK(o.device != "cuda" || gpu_usable, "--device cuda: ", no_gpu);
   const bool on_gpu = o.device == "cuda" || (o.device == "auto" && gpu_usable);
+  if (on_gpu) start_memory_report();  // owners of device memory from here on
+  if (o.dry_run)
+    log << "dry run on " << dry_run_gpu(o).name << ": nothing is executed and device memory is "
+        << "virtual; losses, gradient norms and evaluations below are placeholders (0)\n";
+  std::optional<engine::MemoryOwnerScope> weights_owner(std::in_place, "weights");
   Loaded loaded = load_model(o, source, on_gpu ? engine::Device::cuda() : engine::Device::cpu(), log);
   models::LlamaModel& model = *loaded.model;
 
@@ -119,7 +166,11 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
     model.freeze_base(o.base_format == "nf4" ? models::BaseFormat::NF4 : models::BaseFormat::F32);
   model.add_lora(lora, o.seed + 1);
   if (on_gpu) model.to(engine::Device::cuda(), engine::DType::BF16);
+  const MemoryMechanisms mechanisms = resolve_memory_mechanisms(o, model.config());
+  if (mechanisms.embedding_on_host && on_gpu) model.keep_embedding_on_host();
   std::vector<Tensor> params = model.trainable_parameters();
+  weights_owner.reset();
+  for (const Tensor& p : params) engine::set_memory_owner(p, "lora");
   int64_t trainable = 0;
   for (const Tensor& p : params) trainable += p.numel();
 
@@ -127,7 +178,8 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
   engine::optim::LrSchedule schedule{engine::optim::parse_schedule_kind(o.schedule), o.lr,
                                      static_cast<int64_t>(std::ceil(o.warmup_ratio * total_steps)),
                                      total_steps};
-  engine::optim::AdamW optimizer(params, {.lr = o.lr, .weight_decay = o.weight_decay});
+  const std::unique_ptr<engine::optim::Optimizer> optimizer =
+      engine::optim::make_optimizer(o.optim, params, {.lr = o.lr, .weight_decay = o.weight_decay});
 
   log << "model " << loaded.base_name << ": " << model.config().layers << " layers, hidden "
       << model.config().hidden << ", base " << o.base_format << " (" << model.frozen_bytes()
@@ -147,56 +199,127 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
     log << buf;
   }
 
-  // 2. Output directory: metrics stream to a partial file, renamed at the end.
-  fs::create_directories(o.output);
+  // 2. Output: written into a staging directory beside the output and swapped in whole at
+  // the end (tools/train/run_output.h); checkpoints go to OUTPUT/checkpoints meanwhile.
+  StagedOutput staged(o.output);
   if (!o.demo)
-    engine::io::write_file_atomic((fs::path(o.output) / "data_report.json").string(),
+    engine::io::write_file_atomic((staged.dir() / "data_report.json").string(),
                                   models::data_report_json(stats, o.dataset, data_options));
+  const std::string optimizer_kind = optimizer->kind();
+  const nlohmann::json options_json = options_to_json(o);
+  const nlohmann::json identity =
+      run_identity(loaded.base_name, model, optimizer_kind, split.train, split.eval, options_json);
+  nlohmann::json run_config = options_json;
+  run_config["resolved"] = {{"model", identity["model"]},           {"device", on_gpu ? "cuda" : "cpu"},
+                            {"optimizer", optimizer_kind},          {"train_examples", split.train.size()},
+                            {"eval_examples", split.eval.size()},   {"train_data", identity["train_data"]},
+                            {"eval_data", identity["eval_data"]},   {"total_steps", total_steps},
+                            {"trainable_parameters", trainable}};
+  if (!general.empty()) run_config["resolved"]["general_eval_data"] = dataset_fingerprint(general);
+  engine::io::write_file_atomic((staged.dir() / "run_config.json").string(), run_config.dump(2) + "\n");
   const fs::path metrics_path = fs::path(o.output) / "metrics.jsonl";
-  const fs::path partial_path = fs::path(o.output) / "metrics.jsonl.partial";
-  std::ofstream metrics(partial_path);
+  const fs::path partial_path = staged.dir() / "metrics.jsonl.partial";
+  std::ofstream metrics(partial_path, std::ios::binary);
   ENGINE_INPUT_CHECK(metrics.good(), partial_path.string(), ": cannot open for writing");
-  auto write_eval = [&](const char* when, int64_t step, const EvalResult& r) {
-    log << eval_line(when, r) << "\n" << std::flush;
-    metrics << nlohmann::json{{"event", "eval"}, {"when", when}, {"step", step}, {"loss", r.loss},
-                              {"accuracy", r.accuracy}, {"tokens", r.tokens}}.dump()
+  // Progress on the console (tools/train/progress.h): a live line on a terminal, else plain lines.
+  Progress console(log, choose_progress_mode(log, false), o.log_every);
+  const engine::Device device = on_gpu ? engine::Device::cuda() : engine::Device::cpu();
+  RunSummary summary;
+  auto write_eval = [&](const char* when, int64_t step, const EvalResult& r, const char* split_name = "held-out") {
+    console.print(eval_line(when, r, split_name));
+    if (std::string(split_name) == "held-out") note_eval(summary.report, when, step, r.loss, r.accuracy);
+    metrics << nlohmann::json{{"event", "eval"}, {"split", split_name}, {"when", when}, {"step", step},
+                              {"loss", r.loss}, {"perplexity", std::exp(r.loss)}, {"accuracy", r.accuracy},
+                              {"tokens", r.tokens}}.dump()
             << "\n" << std::flush;
   };
 
-  if (o.packing)
-    metrics << nlohmann::json{{"event", "packing"}, {"examples", split.train.size()},
-                              {"sequences", packed_rows.size()}, {"max_seq_len", o.max_seq_len},
-                              {"efficiency", packing_efficiency}}.dump()
-            << "\n";
-  RunSummary summary;
-  summary.before = evaluate(model, split.eval, o.batch_size);
-  write_eval("before training", 0, summary.before);
+  TrainProgress progress;
+  if (!resume_dir.empty()) {
+    std::string metrics_so_far;
+    CheckpointData checkpoint = load_checkpoint(resume_dir, identity, model, &metrics_so_far);
+    check_resume_position(checkpoint.progress, train_units, total_steps, resume_dir);
+    optimizer->load_state(checkpoint.optimizer);
+    progress = std::move(checkpoint.progress);
+    metrics << metrics_so_far
+            << nlohmann::json{{"event", "resumed"}, {"step", progress.step}, {"checkpoint", resume_dir.string()}}.dump()
+            << "\n" << std::flush;
+    summary.resumed_from = progress.step;
+    log << "resumed from " << resume_dir.string() << " after step " << progress.step << "/" << total_steps << "\n";
+  } else {
+    if (o.packing)
+      metrics << nlohmann::json{{"event", "packing"}, {"examples", split.train.size()},
+                                {"sequences", packed_rows.size()}, {"max_seq_len", o.max_seq_len},
+                                {"efficiency", packing_efficiency}}.dump()
+              << "\n";
+    if (!split.eval.empty()) {
+      progress.before = evaluate(model, split.eval, o.batch_size, mechanisms.tile_tokens);
+      write_eval("before training", 0, progress.before);
+    }
+    if (!general.empty()) {
+      progress.general_before = evaluate(model, general, o.batch_size, mechanisms.tile_tokens);
+      write_eval("before training", 0, progress.general_before, "general");
+    }
+  }
+  summary.before = progress.before;
+  summary.general_before = progress.general_before;
+  summary.nonfinite_steps = progress.nonfinite_steps;
 
+  // The data order: a fresh seeded permutation per epoch, resumed at the saved position.
   engine::Generator shuffle_gen(o.seed + 2);
-  std::vector<int64_t> order;
-  size_t cursor = 0;
+  shuffle_gen.advance(progress.shuffle_offset);
   auto next_indices = [&](int64_t n) {
     std::vector<int64_t> idx;
     while (static_cast<int64_t>(idx.size()) < n) {
-      if (cursor == order.size()) {  // new epoch: a fresh permutation
+      if (progress.cursor == static_cast<int64_t>(progress.order.size())) {  // new epoch
         std::vector<float> keys = engine::uniform({train_units}, 0, 1, shuffle_gen).to_floats();
-        order.resize(static_cast<size_t>(train_units));
-        for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-        std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
-        cursor = 0;
+        progress.order.resize(static_cast<size_t>(train_units));
+        for (size_t i = 0; i < progress.order.size(); ++i) progress.order[i] = static_cast<int64_t>(i);
+        std::sort(progress.order.begin(), progress.order.end(),
+                  [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
+        progress.cursor = 0;
       }
-      idx.push_back(order[cursor++]);
+      idx.push_back(progress.order[static_cast<size_t>(progress.cursor++)]);
     }
     return idx;
   };
 
-  auto t0 = std::chrono::steady_clock::now();
-  int64_t tokens_seen = 0;
-  int64_t nonfinite_in_a_row = 0;
-  for (int64_t step = 0; step < total_steps; ++step) {
+  const auto t0 = std::chrono::steady_clock::now() -
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                      std::chrono::duration<double>(progress.train_seconds));
+  int64_t& tokens_seen = progress.tokens_seen;
+  int64_t& nonfinite_in_a_row = progress.nonfinite_in_a_row;
+  // After each step: evaluation every --eval-every steps, a checkpoint every --save-every
+  // steps, and on SIGINT/SIGTERM a checkpoint and a stop.
+  StopSignals stop;
+  LossEma loss_ema;  // the smoothed loss the progress line shows
+  auto after_step = [&](int64_t done) {
+    progress.step = done;
+    progress.nonfinite_steps = summary.nonfinite_steps;
+    if (o.eval_every > 0 && done % o.eval_every == 0 && done != total_steps && !split.eval.empty())
+      write_eval(("after step " + std::to_string(done)).c_str(), done, evaluate(model, split.eval, o.batch_size, mechanisms.tile_tokens));
+    const bool stopping = stop.requested();
+    if (!stopping && !(o.save_every > 0 && done % o.save_every == 0)) return;
+    metrics.flush();
+    progress.shuffle_offset = shuffle_gen.offset();
+    progress.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const fs::path saved = save_checkpoint(o.output, {progress, identity, run_config, optimizer->state()}, model,
+                                           lora, loaded.base_name, partial_path, o.save_total_limit);
+    metrics << nlohmann::json{{"event", "checkpoint"}, {"step", done}, {"path", saved.string()}}.dump() << "\n"
+            << std::flush;
+    console.print("checkpoint after step " + std::to_string(done) + " saved in " + saved.string());
+    if (stopping)
+      throw engine::Error("stopped by " + std::string(stop.name()) + " after step " + std::to_string(done) + "/" +
+                          std::to_string(total_steps) + "; checkpoint saved in " + saved.string() +
+                          "; continue with --resume latest");
+  };
+  for (int64_t step = progress.step; step < total_steps; ++step) {
     engine::NvtxRange step_range("step");
+    // This step's own throughput (the plots' per-step tokens/s: evaluations and saves excluded).
+    const auto step_begin = std::chrono::steady_clock::now();
+    const int64_t tokens_before_step = tokens_seen;
     const float lr = schedule.at(step);
-    optimizer.set_lr(lr);
+    optimizer->set_lr(lr);
     std::vector<models::Batch> micro;
     std::vector<models::PackedBatch> layouts;  // --packing: positions and documents per batch
     int64_t step_targets = 0;
@@ -220,10 +343,12 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
       if (micro[m].target_tokens == 0) continue;
       const float weight = static_cast<float>(micro[m].target_tokens) / static_cast<float>(step_targets);
       models::ForwardOptions fo{o.checkpoint_layers, true, o.seed * 7919 + step * 131 + m};
+      apply_to(mechanisms, fo);
       if (o.packing) {
         fo.positions = layouts[m].positions;
         fo.doc_start = layouts[m].doc_start;
       }
+      engine::MemoryOwnerScope activations("activations");  // by phase, layer and op inside
       Tensor loss;
       {
         engine::NvtxRange range("forward");
@@ -237,27 +362,44 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
     bool finite;
     {
       engine::NvtxRange range("optimizer");
+      engine::MemoryOwnerScope optimizer_owner("optimizer");
       grad_norm = engine::optim::clip_grad_norm(params, o.max_grad_norm);
       // NaN/Inf guard: one such update would make every LoRA factor NaN for good.
       finite = std::isfinite(step_loss) && std::isfinite(grad_norm);
-      if (finite) optimizer.step();
-      optimizer.zero_grad();
+      if (finite) optimizer->step();
+      optimizer->zero_grad();
     }
     nonfinite_in_a_row = finite ? 0 : nonfinite_in_a_row + 1;
     summary.nonfinite_steps += !finite;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const MemorySample memory = sample_memory(device);
     // nlohmann writes a NaN or Inf as null.
-    metrics << nlohmann::json{{"event", "train"}, {"step", step + 1}, {"loss", step_loss}, {"lr", lr},
+    nlohmann::json train_line{{"event", "train"}, {"step", step + 1}, {"loss", step_loss}, {"lr", lr},
                               {"grad_norm", grad_norm}, {"tokens_per_second", tokens_seen / seconds},
-                              {"skipped", !finite}, {"nonfinite_steps", summary.nonfinite_steps}}.dump()
-            << "\n" << std::flush;
+                              {"step_tokens_per_second",
+                               (tokens_seen - tokens_before_step) /
+                                   std::chrono::duration<double>(std::chrono::steady_clock::now() - step_begin).count()},
+                              {"skipped", !finite}, {"nonfinite_steps", summary.nonfinite_steps},
+                              {"host_memory_bytes", memory.host_rss}};
+    if (o.dry_run) train_line["placeholders"] = {"loss", "grad_norm"};  // nothing computed
+    if (memory.gpu) {
+      train_line["device_memory_bytes"] = memory.device_in_use;
+      train_line["device_memory_peak_bytes"] = memory.device_peak;
+    }
+    metrics << train_line.dump() << "\n" << std::flush;
+    loss_ema.add(step_loss);
+    console.step({.step = step + 1, .total_steps = total_steps,
+                  .epoch = double(step + 1) * per_step / train_units,
+                  .total_epochs = double(total_steps) * per_step / train_units, .loss = step_loss,
+                  .loss_ema = loss_ema.value(), .lr = lr, .grad_norm = grad_norm,
+                  .tokens_per_second = tokens_seen / seconds, .elapsed_seconds = seconds, .memory = memory});
     if (!finite) {
       char buf[200];
       std::snprintf(buf, sizeof buf,
                     "step %5lld/%lld  loss %g  grad-norm %g: not finite, update skipped (%lld in a row)",
                     static_cast<long long>(step + 1), static_cast<long long>(total_steps), step_loss,
                     grad_norm, static_cast<long long>(nonfinite_in_a_row));
-      log << buf << "\n" << std::flush;
+      console.print(buf);
       if (nonfinite_in_a_row >= o.max_nonfinite_steps) {
         const std::string reason =
             "training diverged: " + std::to_string(nonfinite_in_a_row) + " steps in a row (to step " +
@@ -266,31 +408,69 @@ RunSummary run_training(const TrainOptions& o, std::ostream& log) {
         metrics << nlohmann::json{{"event", "stopped"}, {"step", step + 1}, {"reason", reason}}.dump()
                 << "\n";
         metrics.close();
-        fs::rename(partial_path, metrics_path);  // the record of why, complete
-        throw engine::Error(reason + "; metrics in " + metrics_path.string());
+        fs::rename(partial_path, staged.dir() / "metrics.jsonl");  // the record of why, complete
+        staged.publish();
+        const fs::path good = latest_checkpoint(o.output);
+        throw engine::Error(reason + "; metrics in " + metrics_path.string() +
+                            (good.empty() ? "" : "; last good checkpoint " + good.string()));
       }
+      after_step(step + 1);
       continue;
     }
-    if ((step + 1) % o.log_every == 0 || step == 0 || step + 1 == total_steps) {
-      char buf[160];
-      std::snprintf(buf, sizeof buf, "step %5lld/%lld  loss %.4f  lr %.2e  grad-norm %.3f  %.0f tokens/s",
-                    static_cast<long long>(step + 1), static_cast<long long>(total_steps), step_loss, lr,
-                    grad_norm, tokens_seen / seconds);
-      log << buf << "\n" << std::flush;
-    }
+    after_step(step + 1);
   }
+  console.finish();
   summary.steps = total_steps;
   if (summary.nonfinite_steps > 0)
     log << summary.nonfinite_steps << " of " << total_steps
         << " steps were skipped for a non-finite loss or gradient norm\n";
-  summary.after = evaluate(model, split.eval, o.batch_size);
-  write_eval("after training", total_steps, summary.after);
+  if (!split.eval.empty()) {
+    summary.after = evaluate(model, split.eval, o.batch_size, mechanisms.tile_tokens);
+    write_eval("after training", total_steps, summary.after);
+  }
+  if (!general.empty()) {
+    summary.general_after = evaluate(model, general, o.batch_size, mechanisms.tile_tokens);
+    write_eval("after training", total_steps, summary.general_after, "general");
+    const std::string verdict =
+        forgetting_line(summary.general_before, summary.general_after, o.forgetting_threshold, &summary.forgetting);
+    log << verdict << "\n";
+    summary.report.forgetting = verdict;  // also in the summary table, which --quiet keeps
+    metrics << nlohmann::json{{"event", "forgetting"}, {"perplexity_before", std::exp(summary.general_before.loss)},
+                              {"perplexity_after", std::exp(summary.general_after.loss)},
+                              {"threshold", o.forgetting_threshold}, {"forgetting", summary.forgetting},
+                              {"summary", verdict}}.dump()
+            << "\n";
+  }
 
-  models::write_peft_adapter(o.output, model, lora, loaded.base_name);
+  if (on_gpu) {  // before the adapter is copied out: the training run's memory
+    const nlohmann::json memory = memory_report(o, model.config());
+    write_memory_report(o, memory, staged.dir(), log);
+    summary.memory_fits = memory["fits"].get<bool>();
+  }
+
+  // 3. The new output, complete, replaces the old one whole (a dry run has no adapter:
+  // its values were never computed).
+  if (!o.dry_run) models::write_peft_adapter(staged.dir().string(), model, lora, loaded.base_name);
   metrics.close();
-  fs::rename(partial_path, metrics_path);
-  log << "adapter written to " << o.output << " (adapter_config.json, adapter_model.safetensors), metrics in "
-      << metrics_path.string() << "\n";
+  fs::rename(partial_path, staged.dir() / "metrics.jsonl");
+  RunReport& report = summary.report;
+  try {  // charts are worth a warning, not the run
+    write_plots((staged.dir() / "metrics.jsonl").string(), (staged.dir() / "plots").string());
+    report.plots_dir = (fs::path(o.output) / "plots").string();
+  } catch (const std::exception& e) {
+    log << "warning: no plots: " << e.what() << "\n";
+  }
+  staged.publish();
+  if (!o.dry_run)
+    log << "adapter written to " << o.output << " (adapter_config.json, adapter_model.safetensors), metrics in "
+        << metrics_path.string() << "\n";
+  report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+  report.steps = report.total_steps = total_steps;
+  report.tokens = tokens_seen;
+  report.peak_memory = sample_memory(device);
+  report.adapter_dir = o.output;
+  report.metrics_file = metrics_path.string();
+  report.run_config = (fs::path(o.output) / "run_config.json").string();
   return summary;
 }
 
