@@ -337,8 +337,9 @@ void check_key_major_docs(int br, int bc, const std::vector<int32_t>& ds) {
       const int q_end = end_of(k0 + bc - 1), end_lo = end_of(key0), end_hi = end_of(key0 + 15);
       for (int j = key0; j < std::min(key0 + 16, seq); ++j)  // rows outside the loop
         for (int i = 0; i < seq; ++i)
-          if (i < first * br || i >= (q_end + br - 1) / br * br)
+          if (i < first * br || i >= (q_end + br - 1) / br * br) {
             ASSERT_FALSE(doc_visible(ds, i, j));
+          }
       for (int q0 = first * br; q0 < q_end; q0 += br) {
         if (!kmath::attn_sees(q0 + br - 1, key0) || !kmath::attn_doc_seen_by_rows(q0, end_hi)) {
           for (int i = q0; i < q0 + br; ++i)

@@ -62,7 +62,9 @@ TEST(PagedAdamW, ThirtyTwoBitIsBitwiseResidentAdamW) {
     std::vector<Tensor> resident = make_params(7), paged = clones(resident);
     engine::optim::AdamW reference(resident, kConfig);
     PagedAdamW opt(paged, kConfig, /*eight_bit=*/false, page);
-    if (page == 4096) EXPECT_GT(opt.chunks().size(), 10u);
+    if (page == 4096) {
+      EXPECT_GT(opt.chunks().size(), 10u);
+    }
     engine::Generator gen(99);
     for (int step = 1; step <= 3; ++step) {
       set_grads({&resident, &paged}, gen);
@@ -91,7 +93,9 @@ TEST(PagedAdamW, ChunkPlanCoversEveryStateOnceWithinThePage) {
         EXPECT_EQ(s.begin, covered[s.param]) << "segments of a parameter in order, no gap";
         covered[s.param] = s.end;
         EXPECT_EQ(s.quantized, eight_bit && numels[s.param] >= kmath::kAdamW8bitMinNumel);
-        if (s.quantized) EXPECT_EQ(s.begin % kmath::kAdamW8bitBlock, 0);
+        if (s.quantized) {
+          EXPECT_EQ(s.begin % kmath::kAdamW8bitBlock, 0);
+        }
         EXPECT_EQ(s.m % 16, 0u);
         EXPECT_EQ(s.v % 16, 0u);
       }

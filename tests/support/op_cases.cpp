@@ -37,7 +37,7 @@ struct CaseBuilder {
   }
   void add(std::string label, std::vector<Tensor> in, std::vector<bool> diff, int64_t acc,
            OpAttrs attrs = {}) {
-    cases.push_back({std::move(label), std::move(in), attrs, std::move(diff), acc});
+    cases.push_back({std::move(label), std::move(in), attrs, std::move(diff), acc, 0, 0, {}});
   }
 };
 

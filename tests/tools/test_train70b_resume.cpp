@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -87,7 +88,9 @@ class Train70bResume : public testing::Test {
     model_ = testing_support::write_tiny_hf_model((dir_ / "model").string(), 256);
     data_ = testing_support::write_counting_dataset((dir_ / "data.jsonl").string());
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    if (std::getenv("TRAIN70B_TEST_KEEP") == nullptr) fs::remove_all(dir_);  // kept for a look when set
+  }
 
   // 108 training examples, 8 per step: 20 steps cross an epoch boundary; a cosine schedule
   // with warmup, dropout and gradient accumulation, so that the data order, the schedule
@@ -208,7 +211,13 @@ TEST_P(Train70bKill, KilledAnywhereThenResumedIsBitwiseTheSame) {
   const int pid = start(out, flags, "TRAIN70B_TEST_SAVE_PAUSE=6:60000");
   const fs::path half = out / "checkpoints" / (".tmp-checkpoint." + std::to_string(pid));
   std::optional<int> exit;
-  ASSERT_TRUE(wait_until(pid, [&] { return fs::exists(half / "adapter_model.safetensors"); }, &exit))
+  // Every save uses that temporary name: only once checkpoint-3 is in place is it step 6's.
+  ASSERT_TRUE(wait_until(
+      pid,
+      [&] {
+        return fs::exists(out / "checkpoints" / "checkpoint-3") && fs::exists(half / "adapter_model.safetensors");
+      },
+      &exit))
       << *exit << log();
   ::kill(pid, SIGKILL);
   ASSERT_EQ(testing_support::wait_command(pid), -SIGKILL);
@@ -245,6 +254,6 @@ TEST_P(Train70bKill, KilledAnywhereThenResumedIsBitwiseTheSame) {
 INSTANTIATE_TEST_SUITE_P(Optimizers, Train70bKill,
                          testing::Values(KillCase{"adamw", 4}, KillCase{"paged_adamw_32bit", 1},
                                          KillCase{"paged_adamw_8bit", 1}),
-                         [](const testing::TestParamInfo<KillCase>& info) { return std::string(info.param.optim); });
+                         [](const testing::TestParamInfo<KillCase>& kill_case) { return std::string(kill_case.param.optim); });
 
 }  // namespace

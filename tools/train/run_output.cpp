@@ -26,8 +26,16 @@ fs::path normal(const fs::path& output) {
   return p;
 }
 
-std::string staging_prefix(const fs::path& p) { return "." + p.filename().string() + ".train70b-staging."; }
-std::string aside_prefix(const fs::path& p) { return "." + p.filename().string() + ".train70b-old."; }
+// A hidden name beside the output: "." + name + suffix (appended, not prepended: GCC 12's
+// -Wrestrict misreads `"." + std::string`).
+std::string hidden_prefix(const fs::path& p, const char* suffix) {
+  std::string name(".");
+  name += p.filename().string();
+  name += suffix;
+  return name;
+}
+std::string staging_prefix(const fs::path& p) { return hidden_prefix(p, ".train70b-staging."); }
+std::string aside_prefix(const fs::path& p) { return hidden_prefix(p, ".train70b-old."); }
 
 // `name` is prefix + a process id; *pid gets it.
 bool named_with_pid(const std::string& name, const std::string& prefix, long* pid) {
