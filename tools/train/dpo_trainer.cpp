@@ -31,9 +31,9 @@
 #include "tools/train/memory_plan.h"
 #include "tools/train/memory_report.h"
 #include "tools/train/model_setup.h"
-#include "tools/train/plot.h"
 #include "tools/train/progress.h"
 #include "tools/train/run_config.h"
+#include "tools/train/run_metrics.h"
 #include "tools/train/run_output.h"
 
 namespace train {
@@ -273,10 +273,7 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
   // 3. Output: staged beside --output and swapped in whole at the end (tools/train/run_output.h).
   StagedOutput staged(o.output);
   engine::io::write_file_atomic((staged.dir() / "run_config.json").string(), options_to_json(o).dump(2) + "\n");
-  const fs::path metrics_path = fs::path(o.output) / "metrics.jsonl";
-  const fs::path partial_path = staged.dir() / "metrics.jsonl.partial";
-  std::ofstream metrics(partial_path, std::ios::binary);
-  ENGINE_INPUT_CHECK(metrics.good(), partial_path.string(), ": cannot open for writing");
+  RunMetrics metrics(staged, o.output);
   const int64_t eval_tokens = response_tokens(eval_pairs);
   RunSummary summary;
   auto write_eval = [&](const char* when, int64_t step) {
@@ -290,7 +287,7 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
     j["step"] = step;
     j["pairs"] = m.pairs;
     if (o.dry_run) j["placeholders"] = true;
-    metrics << j.dump() << "\n" << std::flush;
+    metrics.write(j);
     return EvalResult{m.loss, m.accuracy, eval_tokens};
   };
   summary.before = write_eval("before training", 0);
@@ -372,22 +369,15 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
     j["pairs_per_second"] = double(per_step) * (step + 1) / seconds;
     j["tokens_per_second"] = tokens_seen / seconds;
     j["host_memory_bytes"] = memory.host_rss;
-    if (memory.gpu) {
-      j["device_memory_bytes"] = memory.device_in_use;
-      j["device_memory_peak_bytes"] = memory.device_peak;
-    }
+    add_device_memory(j, memory);
     j["skipped"] = !finite;
     if (o.dry_run) j["placeholders"] = {"loss", "grad_norm", "rewards", "logps"};
-    metrics << j.dump() << "\n" << std::flush;
+    metrics.write(j);
     if (!finite && nonfinite_in_a_row >= o.max_nonfinite_steps) {
       const std::string reason = "training diverged: " + std::to_string(nonfinite_in_a_row) +
                                  " steps in a row had a non-finite DPO loss or gradient norm; no adapter "
                                  "written; lower --lr or --beta";
-      metrics << nlohmann::json{{"event", "stopped"}, {"step", step + 1}, {"reason", reason}}.dump() << "\n";
-      metrics.close();
-      fs::rename(partial_path, staged.dir() / "metrics.jsonl");  // the record of why, complete
-      staged.publish();
-      throw engine::Error(reason + "; metrics in " + metrics_path.string());
+      stop_run(staged, metrics, step + 1, reason);
     }
     if (!finite || (step + 1) % o.log_every == 0 || step == 0 || step + 1 == total_steps) {
       char head[80];
@@ -409,17 +399,7 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
   // 4. The new output replaces the old one whole (a dry run has no adapter: its values
   // were never computed).
   if (!o.dry_run) models::write_peft_adapter(staged.dir().string(), model, lora, loaded.base_name);
-  metrics.close();
-  fs::rename(partial_path, staged.dir() / "metrics.jsonl");
-  try {  // charts are worth a warning, not the run
-    write_plots((staged.dir() / "metrics.jsonl").string(), (staged.dir() / "plots").string());
-  } catch (const std::exception& e) {
-    log << "warning: no plots: " << e.what() << "\n";
-  }
-  staged.publish();
-  if (!o.dry_run)
-    log << "adapter written to " << o.output << " (adapter_config.json, adapter_model.safetensors), metrics in "
-        << metrics_path.string() << "\n";
+  publish_run(staged, metrics, !o.dry_run, log);
   return summary;
 }
 

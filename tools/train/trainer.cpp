@@ -38,10 +38,10 @@
 #include "tools/train/memory_mechanisms.h"
 #include "tools/train/memory_report.h"
 #include "tools/train/model_setup.h"
-#include "tools/train/plot.h"
 #include "tools/train/progress.h"
 #include "tools/train/checkpoint.h"
 #include "tools/train/run_config.h"
+#include "tools/train/run_metrics.h"
 #include "tools/train/run_output.h"
 #include "tools/train/stop_signal.h"
 
@@ -217,10 +217,7 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
                             {"trainable_parameters", trainable}};
   if (!general.empty()) run_config["resolved"]["general_eval_data"] = dataset_fingerprint(general);
   engine::io::write_file_atomic((staged.dir() / "run_config.json").string(), run_config.dump(2) + "\n");
-  const fs::path metrics_path = fs::path(o.output) / "metrics.jsonl";
-  const fs::path partial_path = staged.dir() / "metrics.jsonl.partial";
-  std::ofstream metrics(partial_path, std::ios::binary);
-  ENGINE_INPUT_CHECK(metrics.good(), partial_path.string(), ": cannot open for writing");
+  RunMetrics metrics(staged, o.output);
   // Progress on the console (tools/train/progress.h): a live line on a terminal, else plain lines.
   Progress console(log, choose_progress_mode(log, false), o.log_every);
   const engine::Device device = on_gpu ? engine::Device::cuda() : engine::Device::cpu();
@@ -228,10 +225,8 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
   auto write_eval = [&](const char* when, int64_t step, const EvalResult& r, const char* split_name = "held-out") {
     console.print(eval_line(when, r, split_name));
     if (std::string(split_name) == "held-out") note_eval(summary.report, when, step, r.loss, r.accuracy);
-    metrics << nlohmann::json{{"event", "eval"}, {"split", split_name}, {"when", when}, {"step", step},
-                              {"loss", r.loss}, {"perplexity", std::exp(r.loss)}, {"accuracy", r.accuracy},
-                              {"tokens", r.tokens}}.dump()
-            << "\n" << std::flush;
+    metrics.write({{"event", "eval"}, {"split", split_name}, {"when", when}, {"step", step}, {"loss", r.loss},
+                   {"perplexity", std::exp(r.loss)}, {"accuracy", r.accuracy}, {"tokens", r.tokens}});
   };
 
   TrainProgress progress;
@@ -241,17 +236,14 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
     check_resume_position(checkpoint.progress, train_units, total_steps, resume_dir);
     optimizer->load_state(checkpoint.optimizer);
     progress = std::move(checkpoint.progress);
-    metrics << metrics_so_far
-            << nlohmann::json{{"event", "resumed"}, {"step", progress.step}, {"checkpoint", resume_dir.string()}}.dump()
-            << "\n" << std::flush;
+    metrics.write_raw(metrics_so_far);
+    metrics.write({{"event", "resumed"}, {"step", progress.step}, {"checkpoint", resume_dir.string()}});
     summary.resumed_from = progress.step;
     log << "resumed from " << resume_dir.string() << " after step " << progress.step << "/" << total_steps << "\n";
   } else {
     if (o.packing)
-      metrics << nlohmann::json{{"event", "packing"}, {"examples", split.train.size()},
-                                {"sequences", packed_rows.size()}, {"max_seq_len", o.max_seq_len},
-                                {"efficiency", packing_efficiency}}.dump()
-              << "\n";
+      metrics.write({{"event", "packing"}, {"examples", split.train.size()}, {"sequences", packed_rows.size()},
+                     {"max_seq_len", o.max_seq_len}, {"efficiency", packing_efficiency}});
     if (!split.eval.empty()) {
       progress.before = evaluate(model, split.eval, o.batch_size, mechanisms.tile_tokens);
       write_eval("before training", 0, progress.before);
@@ -304,9 +296,8 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
     progress.shuffle_offset = shuffle_gen.offset();
     progress.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const fs::path saved = save_checkpoint(o.output, {progress, identity, run_config, optimizer->state()}, model,
-                                           lora, loaded.base_name, partial_path, o.save_total_limit);
-    metrics << nlohmann::json{{"event", "checkpoint"}, {"step", done}, {"path", saved.string()}}.dump() << "\n"
-            << std::flush;
+                                           lora, loaded.base_name, metrics.partial_path(), o.save_total_limit);
+    metrics.write({{"event", "checkpoint"}, {"step", done}, {"path", saved.string()}});
     console.print("checkpoint after step " + std::to_string(done) + " saved in " + saved.string());
     if (stopping)
       throw engine::Error("stopped by " + std::string(stop.name()) + " after step " + std::to_string(done) + "/" +
@@ -382,11 +373,8 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
                               {"skipped", !finite}, {"nonfinite_steps", summary.nonfinite_steps},
                               {"host_memory_bytes", memory.host_rss}};
     if (o.dry_run) train_line["placeholders"] = {"loss", "grad_norm"};  // nothing computed
-    if (memory.gpu) {
-      train_line["device_memory_bytes"] = memory.device_in_use;
-      train_line["device_memory_peak_bytes"] = memory.device_peak;
-    }
-    metrics << train_line.dump() << "\n" << std::flush;
+    add_device_memory(train_line, memory);
+    metrics.write(train_line);
     loss_ema.add(step_loss);
     console.step({.step = step + 1, .total_steps = total_steps,
                   .epoch = double(step + 1) * per_step / train_units,
@@ -405,14 +393,8 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
             "training diverged: " + std::to_string(nonfinite_in_a_row) + " steps in a row (to step " +
             std::to_string(step + 1) + ") had a non-finite loss or gradient norm (--max-nonfinite-steps " +
             std::to_string(o.max_nonfinite_steps) + "); no adapter written; lower --lr or --lora-alpha";
-        metrics << nlohmann::json{{"event", "stopped"}, {"step", step + 1}, {"reason", reason}}.dump()
-                << "\n";
-        metrics.close();
-        fs::rename(partial_path, staged.dir() / "metrics.jsonl");  // the record of why, complete
-        staged.publish();
         const fs::path good = latest_checkpoint(o.output);
-        throw engine::Error(reason + "; metrics in " + metrics_path.string() +
-                            (good.empty() ? "" : "; last good checkpoint " + good.string()));
+        stop_run(staged, metrics, step + 1, reason, good.empty() ? "" : "; last good checkpoint " + good.string());
       }
       after_step(step + 1);
       continue;
@@ -435,11 +417,9 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
         forgetting_line(summary.general_before, summary.general_after, o.forgetting_threshold, &summary.forgetting);
     log << verdict << "\n";
     summary.report.forgetting = verdict;  // also in the summary table, which --quiet keeps
-    metrics << nlohmann::json{{"event", "forgetting"}, {"perplexity_before", std::exp(summary.general_before.loss)},
-                              {"perplexity_after", std::exp(summary.general_after.loss)},
-                              {"threshold", o.forgetting_threshold}, {"forgetting", summary.forgetting},
-                              {"summary", verdict}}.dump()
-            << "\n";
+    metrics.write({{"event", "forgetting"}, {"perplexity_before", std::exp(summary.general_before.loss)},
+                   {"perplexity_after", std::exp(summary.general_after.loss)}, {"threshold", o.forgetting_threshold},
+                   {"forgetting", summary.forgetting}, {"summary", verdict}});
   }
 
   if (on_gpu) {  // before the adapter is copied out: the training run's memory
@@ -451,25 +431,14 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
   // 3. The new output, complete, replaces the old one whole (a dry run has no adapter:
   // its values were never computed).
   if (!o.dry_run) models::write_peft_adapter(staged.dir().string(), model, lora, loaded.base_name);
-  metrics.close();
-  fs::rename(partial_path, staged.dir() / "metrics.jsonl");
   RunReport& report = summary.report;
-  try {  // charts are worth a warning, not the run
-    write_plots((staged.dir() / "metrics.jsonl").string(), (staged.dir() / "plots").string());
-    report.plots_dir = (fs::path(o.output) / "plots").string();
-  } catch (const std::exception& e) {
-    log << "warning: no plots: " << e.what() << "\n";
-  }
-  staged.publish();
-  if (!o.dry_run)
-    log << "adapter written to " << o.output << " (adapter_config.json, adapter_model.safetensors), metrics in "
-        << metrics_path.string() << "\n";
+  report.plots_dir = publish_run(staged, metrics, !o.dry_run, log);
   report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
   report.steps = report.total_steps = total_steps;
   report.tokens = tokens_seen;
   report.peak_memory = sample_memory(device);
   report.adapter_dir = o.output;
-  report.metrics_file = metrics_path.string();
+  report.metrics_file = metrics.final_path().string();
   report.run_config = (fs::path(o.output) / "run_config.json").string();
   return summary;
 }
