@@ -133,6 +133,7 @@ class Replay {
   void evaluate();
   Buf lm_head_forward(int64_t t, bool record, Buf* lse);
   Buf lm_head_backward(int64_t t, bool bf16_grad);
+  Buf embed(int64_t t);
   Buf no_grad_hidden(int64_t t);
   void logprobs_pass(int64_t t, int64_t rows, bool lora_on);
   Buf logprobs_forward(int64_t t, int64_t rows, bool record, std::pair<Buf, Buf>* saved);
@@ -596,6 +597,18 @@ Buf Replay::lm_head_backward(int64_t t, bool bf16_grad) {
   return dh;
 }
 
+// The embedding's output [t, H]: rows gathered on the host and uploaded, or gathered on
+// the device from uploaded ids (with the kernel's status word).
+Buf Replay::embed(int64_t t) {
+  if (in_.embedding_on_host) return tl_.alloc(Owner::Activations, t * c_.hidden * kB);
+  Buf ids = tl_.alloc(Owner::Activations, t * 4);
+  Buf h = tl_.alloc(Owner::Activations, t * c_.hidden * kB);
+  Buf status = tl_.alloc(Owner::Workspace, 8);
+  tl_.free(status);
+  tl_.free(ids);
+  return h;
+}
+
 // One micro-batch of run_training: forward under checkpoints, the loss, backward.
 void Replay::train_micro_batch() {
   const int64_t t = tokens_, hd = c_.hidden;
@@ -605,16 +618,7 @@ void Replay::train_micro_batch() {
     logprobs_pass(t, 2 * in_.batch, false);
   }
   tl_.phase("forward");
-  Buf h;
-  if (in_.embedding_on_host) {  // rows gathered on the host, [T, H] uploaded
-    h = tl_.alloc(Owner::Activations, t * hd * kB);
-  } else {
-    Buf ids = tl_.alloc(Owner::Activations, t * 4);
-    h = tl_.alloc(Owner::Activations, t * hd * kB);
-    Buf status = tl_.alloc(Owner::Workspace, 8);
-    tl_.free(status);
-    tl_.free(ids);
-  }
+  Buf h = embed(t);
   std::vector<Tape> tapes(static_cast<size_t>(layers));
   returned_.assign(static_cast<size_t>(layers), -1);
   int64_t pinned = 0;  // pooled pinned buffers: reused by the next micro-batch
@@ -697,16 +701,7 @@ void Replay::train_micro_batch() {
 // the final norm's output [t, H]: one layer's intermediates at a time.
 Buf Replay::no_grad_hidden(int64_t t) {
   const int64_t hd = c_.hidden;
-  Buf h;
-  if (in_.embedding_on_host) {  // rows gathered on the host, [T, H] uploaded
-    h = tl_.alloc(Owner::Activations, t * hd * kB);
-  } else {
-    Buf ids = tl_.alloc(Owner::Activations, t * 4);
-    h = tl_.alloc(Owner::Activations, t * hd * kB);
-    Buf status = tl_.alloc(Owner::Workspace, 8);
-    tl_.free(status);
-    tl_.free(ids);
-  }
+  Buf h = embed(t);
   for (int64_t l = 0; l < c_.layers; ++l) {
     Buf next = layer_forward(h, false, nullptr, false);
     tl_.free(h);
