@@ -49,9 +49,10 @@ class Train70bDpo : public testing::Test {
   fs::path dir_;
 };
 
-// Small enough for CI (about 20 s): the demo's tiny model, 60 steps of 8 pairs (the full
-// demo, 136 steps at beta 0.1, reaches 0.95).
-const char* kDemo = "--demo --method dpo --max-steps 60 --beta 0.5 --log-every 20";
+// Small enough for CI (about 10 s): the demo's tiny model, 60 steps of 8 pairs (the full
+// demo, 136 steps, reaches 0.817 too, with larger margins). The held-out pairs are of
+// progressions never trained on (tools/train/demo_task.h).
+const char* kDemo = "--demo --method dpo --max-steps 60 --log-every 20";
 
 TEST_F(Train70bDpo, DemoLearnsToPreferTheRightContinuation) {
   const std::string out = path("demo");
@@ -71,7 +72,7 @@ TEST_F(Train70bDpo, DemoLearnsToPreferTheRightContinuation) {
   const double after = evals[1]["rewards/accuracies"].get<double>();
   std::printf("[ measured ] held-out rewards/accuracies before %.3f, after %.3f; margins after %.3f\n",
               evals[0]["rewards/accuracies"].get<double>(), after, evals[1]["rewards/margins"].get<double>());
-  EXPECT_GE(after, 0.75);  // 0.833 measured
+  EXPECT_GE(after, 0.75);  // 0.817 measured (49 of 60 pairs)
   EXPECT_LT(evals[1]["loss"].get<double>(), std::log(2.0));
   EXPECT_TRUE(fs::exists(fs::path(out) / "adapter_model.safetensors"));
   EXPECT_TRUE(fs::exists(fs::path(out) / "adapter_config.json"));

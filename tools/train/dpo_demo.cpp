@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "engine/rng.h"
+#include "tools/train/demo_task.h"
 
 namespace train {
 
@@ -28,19 +28,14 @@ models::Example side(const models::Tokenizer& tok, const std::vector<int32_t>& p
 
 }  // namespace
 
-std::vector<models::PreferencePair> make_demo_pairs(const models::Tokenizer& tok, int64_t count,
-                                                    uint64_t seed) {
-  engine::Generator gen(seed);
-  const std::vector<float> u = engine::uniform({count, 3}, 0.0f, 1.0f, gen).to_floats();
+std::vector<models::PreferencePair> make_demo_pairs(const models::Tokenizer& tok, int64_t count, uint64_t seed,
+                                                    bool held_out) {
   std::vector<models::PreferencePair> out;
-  for (int64_t i = 0; i < count; ++i) {
-    const int start = static_cast<int>(u[3 * i] * 10) % 10;
-    const int step = 1 + static_cast<int>(u[3 * i + 1] * 9) % 9;
-    const int wrong = 1 + (step - 1 + 1 + static_cast<int>(u[3 * i + 2] * 8) % 8) % 9;  // != step
+  for (const auto& [start, step] : draw_progressions(count, seed, held_out)) {
     std::vector<int32_t> prompt{tok.bos_id()};
     for (int32_t id : tok.encode(terms(start, step, 0, 3))) prompt.push_back(id);
-    const int last = (start + 2 * step) % 10;
-    out.push_back({side(tok, prompt, terms(start, step, 3, 5)), side(tok, prompt, terms(last, wrong, 1, 5))});
+    // chosen: terms 3..7; rejected: terms 0..4, the prompt said again.
+    out.push_back({side(tok, prompt, terms(start, step, 3, 5)), side(tok, prompt, terms(start, step, 0, 5))});
   }
   return out;
 }

@@ -1,9 +1,10 @@
 // The built-in DPO demo task (train70b --demo --method dpo), generated in memory: the SFT
 // demo's arithmetic progressions modulo 10 (tools/train/demo_task.h). The prompt shows
 // three terms ("3,6,9,"); the chosen response continues them ("2,5,8,1,4,"), the rejected
-// one continues from the last term with a wrong step ("1,3,5,7,9,"). Preferring the
-// right continuation on held-out prompts needs the step read off the prompt, so
-// rewards/accuracies on held-out pairs shows whether DPO taught it.
+// one starts the progression over ("3,6,9,2,5,"): the failure of a model that repeats its
+// prompt instead of continuing it. The held-out pairs come from the progressions the SFT
+// demo holds out (demo_progressions), never trained on, so rewards/accuracies on them
+// shows a preference DPO taught in general, not pairs it memorised.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -13,9 +14,9 @@
 
 namespace train {
 
-// Token ids as the string form of preference_data.h gives them: bos + prompt, then the
-// response and eos.
+// `count` pairs of the held-out (`held_out`) or the trained progressions, token ids as the
+// string form of preference_data.h gives them: bos + prompt, then the response and eos.
 std::vector<models::PreferencePair> make_demo_pairs(const models::Tokenizer& tokenizer, int64_t count,
-                                                    uint64_t seed);
+                                                    uint64_t seed, bool held_out);
 
 }  // namespace train

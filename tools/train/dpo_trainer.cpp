@@ -25,6 +25,7 @@
 #include "models/dpo_step.h"
 #include "models/lora_scope.h"
 #include "models/preference_data.h"
+#include "tools/train/demo_task.h"
 #include "tools/train/dpo_demo.h"
 #include "tools/train/dry_run.h"
 #include "tools/train/memory_mechanisms.h"
@@ -186,8 +187,11 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
   models::DpoConfig cfg{models::parse_dpo_loss(o.dpo_loss), o.beta, o.label_smoothing};
   std::vector<PreferencePair> pairs;
   models::PreferenceStats stats;
-  if (o.demo) {
-    pairs = make_demo_pairs(*tokenizer, 600, o.seed);
+  std::vector<PreferencePair> train_pairs, eval_pairs;
+  if (o.demo) {  // held out: whole progressions (tools/train/demo_task.h)
+    const int64_t held = demo_held_out_count(600, o.eval_fraction);
+    train_pairs = make_demo_pairs(*tokenizer, 600 - held, o.seed, false);
+    eval_pairs = make_demo_pairs(*tokenizer, held, o.seed + 1, true);
   } else if (o.dry_run && o.dataset.empty()) {  // full-length pairs (tools/train/dry_run.h)
     pairs = dry_run_pairs(o, source.config, o.batch_size * o.grad_accum + o.batch_size);
     log << "dry run: " << pairs.size() << " generated pairs of 2 x " << o.max_seq_len << " tokens\n";
@@ -200,12 +204,11 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
     ENGINE_INPUT_CHECK(o.eval_fraction == 0 || pairs.size() >= 2, o.dataset, ": holding out --eval-fraction ",
                        o.eval_fraction, " needs at least 2 pairs, the file has ", pairs.size());
   }
-  std::vector<PreferencePair> train_pairs, eval_pairs;
-  if (o.dry_run && o.dataset.empty()) {  // one full held-out batch, as the planner plans it
+  if (o.dry_run && o.dataset.empty() && !o.demo) {  // one full held-out batch, as the planner plans it
     const size_t held = o.eval_fraction > 0 ? static_cast<size_t>(o.batch_size) : 0;
     eval_pairs.assign(pairs.begin(), pairs.begin() + held);
     train_pairs.assign(pairs.begin() + held, pairs.end());
-  } else {
+  } else if (!o.demo) {
     split_pairs(std::move(pairs), o.eval_fraction, o.seed, train_pairs, eval_pairs);
   }
   if (eval_pairs.empty()) log << "no held-out evaluation: --eval-fraction 0\n";

@@ -109,8 +109,10 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
   std::vector<models::Example> examples;
   models::DatasetStats stats;
   const models::DatasetOptions data_options = dataset_options(o, source);
+  models::DatasetSplit demo_split;  // held out: whole progressions (tools/train/demo_task.h)
   if (o.demo) {
-    examples = make_demo_examples(*tokenizer, 1200, o.seed);
+    demo_split = make_demo_split(*tokenizer, 1200, o.eval_fraction, o.seed);
+    examples = demo_split.train;  // for the preview
   } else if (o.dry_run && o.dataset.empty()) {  // full-length batches (tools/train/dry_run.h)
     examples = dry_run_examples(o, source.config, o.batch_size * o.grad_accum + o.batch_size);
     log << "dry run: " << examples.size() << " generated sequences of " << o.max_seq_len << " tokens\n";
@@ -128,7 +130,8 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
         << " tokens, trained spans in \u27e6 \u27e7):\n"
         << models::preview_example(examples[i], *tokenizer) << "\n";
   warn_long_sequences(examples, source.config, log);
-  models::DatasetSplit split = models::split_train_eval(std::move(examples), o.eval_fraction, o.seed);
+  models::DatasetSplit split =
+      o.demo ? std::move(demo_split) : models::split_train_eval(std::move(examples), o.eval_fraction, o.seed);
   ENGINE_CHECK(!split.train.empty(), "no training examples left after the held-out split");
   // Held-out and training examples never share an index; identical records (duplicates in
   // the data, or the demo's closed task) are reported, not dropped.
