@@ -11,8 +11,6 @@
 // This is QuantState.as_dict(packed=True) of bitsandbytes, which transformers saves as it is.
 #include "models/bnb_checkpoint.h"
 
-#include <unistd.h>
-
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -22,6 +20,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/io/atomic_file.h"
 #include "kernels/math/nf4.h"
 #include "models/hf_config.h"
 #include "models/weight_loader.h"
@@ -463,24 +462,7 @@ void write_into(const std::string& model_dir, const fs::path& tmp, const Quantiz
 void write_bnb_checkpoint(const std::string& model_dir, const std::string& output_dir,
                           const QuantizeOptions& o) {
   ENGINE_INPUT_CHECK(fs::is_directory(model_dir), "--model ", model_dir, ": not a directory");
-  const fs::path out = fs::absolute(output_dir).lexically_normal();
-  const fs::path out_clean = out.filename().empty() ? out.parent_path() : out;
-  ENGINE_INPUT_CHECK(!fs::exists(out_clean) || (fs::is_directory(out_clean) && fs::is_empty(out_clean)),
-                     "--output ", output_dir, ": already exists and is not an empty directory");
-  const fs::path tmp = out_clean.parent_path() /
-                       ("." + out_clean.filename().string() + ".tmp." + std::to_string(::getpid()));
-  std::error_code ec;
-  fs::create_directories(tmp, ec);
-  ENGINE_INPUT_CHECK(!ec, tmp.string(), ": cannot create (", ec.message(), ")");
-  try {
-    write_into(model_dir, tmp, o);
-    fs::rename(tmp, out_clean, ec);  // replaces an empty directory; atomic on one file system
-    ENGINE_INPUT_CHECK(!ec, "--output ", output_dir, ": cannot rename ", tmp.string(), " (",
-                       ec.message(), ")");
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+  engine::io::write_new_directory(output_dir, "--output", [&](const fs::path& tmp) { write_into(model_dir, tmp, o); });
 }
 
 }  // namespace models

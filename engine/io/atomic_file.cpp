@@ -85,4 +85,30 @@ void write_file_atomic(const std::string& path, std::string_view content) {
   out.commit();
 }
 
+void write_new_directory(const std::string& dir, const char* flag,
+                         const std::function<void(const std::filesystem::path& tmp)>& fill) {
+  namespace fs = std::filesystem;
+  ENGINE_INPUT_CHECK(!dir.empty(), flag, ": empty path");
+  const fs::path absolute = fs::absolute(dir).lexically_normal();
+  const fs::path target = absolute.filename().empty() ? absolute.parent_path() : absolute;
+  ENGINE_INPUT_CHECK(!fs::exists(target) || (fs::is_directory(target) && fs::is_empty(target)), flag, " ", dir,
+                     ": already exists and is not an empty directory");
+  std::string name(".");  // appended, not "." + string: GCC 12's -Wrestrict misreads that
+  name += target.filename().string();
+  name += ".tmp.";
+  name += std::to_string(::getpid());
+  const fs::path tmp = target.parent_path() / name;
+  std::error_code ec;
+  fs::create_directories(tmp, ec);
+  ENGINE_INPUT_CHECK(!ec, flag, " ", dir, ": cannot create ", tmp.string(), " (", ec.message(), ")");
+  try {
+    fill(tmp);
+    fs::rename(tmp, target, ec);  // replaces an empty directory; atomic on one file system
+    ENGINE_INPUT_CHECK(!ec, flag, " ", dir, ": cannot rename ", tmp.string(), " (", ec.message(), ")");
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
 }  // namespace engine::io

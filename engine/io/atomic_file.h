@@ -10,6 +10,8 @@
 // action one of create, write, flush, close, rename.
 #pragma once
 #include <cstddef>
+#include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -46,5 +48,12 @@ class AtomicFileWriter {
 
 // Replaces `path` with `content` atomically (see AtomicFileWriter).
 void write_file_atomic(const std::string& path, std::string_view content);
+
+// A new directory, all or nothing: `fill` writes its files into a hidden temporary directory
+// beside it (".<name>.tmp.<pid>"), which is then renamed to `dir`. `dir` must not exist or be
+// an empty directory; errors (engine::InputError) name `flag` ("--output") and `dir` as the
+// user gave it. On any exception the temporary directory is removed and `dir` is untouched.
+void write_new_directory(const std::string& dir, const char* flag,
+                         const std::function<void(const std::filesystem::path& tmp)>& fill);
 
 }  // namespace engine::io

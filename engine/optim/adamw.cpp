@@ -23,18 +23,23 @@ AdamW::AdamW(std::vector<Tensor> params, AdamWConfig config)
   }
 }
 
+kmath::AdamWStep step_constants(const AdamWConfig& config, int64_t step) {
+  const double bias1 = 1.0 - std::pow(double(config.beta1), double(step));
+  const double bias2 = 1.0 - std::pow(double(config.beta2), double(step));
+  kmath::AdamWStep s;
+  s.lr = config.lr;
+  s.beta1 = config.beta1;
+  s.beta2 = config.beta2;
+  s.eps = config.eps;
+  s.weight_decay = config.weight_decay;
+  s.step_size = static_cast<float>(config.lr / bias1);
+  s.bias2_sqrt = static_cast<float>(std::sqrt(bias2));
+  return s;
+}
+
 void AdamW::step() {
   ++step_;
-  const double bias1 = 1.0 - std::pow(double(config_.beta1), double(step_));
-  const double bias2 = 1.0 - std::pow(double(config_.beta2), double(step_));
-  kmath::AdamWStep s;
-  s.lr = config_.lr;
-  s.beta1 = config_.beta1;
-  s.beta2 = config_.beta2;
-  s.eps = config_.eps;
-  s.weight_decay = config_.weight_decay;
-  s.step_size = static_cast<float>(config_.lr / bias1);
-  s.bias2_sqrt = static_cast<float>(std::sqrt(bias2));
+  const kmath::AdamWStep s = step_constants(config_, step_);
   std::map<int, std::vector<size_t>> on_cuda;  // device index -> parameters
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();

@@ -10,6 +10,7 @@
 
 #include "engine/optim/optimizer.h"
 #include "engine/tensor.h"
+#include "kernels/math/adamw.h"
 
 namespace engine::optim {
 
@@ -20,6 +21,10 @@ struct AdamWConfig {
   float eps = 1e-8f;
   float weight_decay = 0.0f;
 };
+
+// The constants of update number `step` (1-based) that every element shares: the bias
+// corrections computed in double, then rounded (AdamW and the paged variants alike).
+kmath::AdamWStep step_constants(const AdamWConfig& config, int64_t step);
 
 class AdamW : public Optimizer {
  public:

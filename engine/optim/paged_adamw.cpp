@@ -164,16 +164,7 @@ PagedAdamW::~PagedAdamW() {
 
 void PagedAdamW::step() {
   ++step_;
-  const double bias1 = 1.0 - std::pow(double(config_.beta1), double(step_));
-  const double bias2 = 1.0 - std::pow(double(config_.beta2), double(step_));
-  kmath::AdamWStep s;
-  s.lr = config_.lr;
-  s.beta1 = config_.beta1;
-  s.beta2 = config_.beta2;
-  s.eps = config_.eps;
-  s.weight_decay = config_.weight_decay;
-  s.step_size = static_cast<float>(config_.lr / bias1);
-  s.bias2_sqrt = static_cast<float>(std::sqrt(bias2));
+  const kmath::AdamWStep s = step_constants(config_, step_);
   if (params_.empty() || chunks_.empty()) return;
   if (params_[0].device().is_cuda()) {
     backend::device_paged_adamw_step(params_, chunks_, host_.data<uint8_t>(), pages_, s);

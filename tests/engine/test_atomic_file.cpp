@@ -151,3 +151,42 @@ TEST_F(AtomicFileTest, UnwritableDirectoryGivesOneLineError) {
 }
 
 }  // namespace
+
+namespace {
+
+// write_new_directory: the directory appears whole or not at all.
+TEST(WriteNewDirectory, AppearsWholeOrNotAtAll) {
+  const fs::path base = fs::temp_directory_path() / ("write_new_directory_" + std::to_string(::getpid()));
+  fs::remove_all(base);
+  fs::create_directories(base);
+  const std::string out = (base / "out").string();
+  auto leftovers = [&] {
+    int n = 0;
+    for (const auto& e : fs::directory_iterator(base)) n += e.path().filename().string().rfind(".out.tmp.", 0) == 0;
+    return n;
+  };
+  // A failing fill leaves nothing: no output, no temporary.
+  EXPECT_THROW(engine::io::write_new_directory(out, "--output",
+                                               [](const fs::path& tmp) {
+                                                 engine::io::write_file_atomic((tmp / "a").string(), "half");
+                                                 throw engine::Error("fill failed");
+                                               }),
+               engine::Error);
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_EQ(leftovers(), 0);
+  // A complete fill is renamed into place (over an empty directory too).
+  fs::create_directories(out);
+  engine::io::write_new_directory(out + "/", "--output", [](const fs::path& tmp) {
+    engine::io::write_file_atomic((tmp / "a").string(), "whole");
+  });
+  std::ifstream in(fs::path(out) / "a");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "whole");
+  EXPECT_EQ(leftovers(), 0);
+  // A non-empty directory is refused with one line naming the flag and the path.
+  testing_support::expect_one_line_error(
+      [&] { engine::io::write_new_directory(out, "--output", [](const fs::path&) {}); },
+      {"--output", out, "not an empty directory"});
+  fs::remove_all(base);
+}
+
+}  // namespace

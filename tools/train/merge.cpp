@@ -427,26 +427,7 @@ void merge_into(const MergeOptions& o, const fs::path& tmp) {
 
 void merge_adapter(const MergeOptions& o) {
   ENGINE_INPUT_CHECK(fs::is_directory(o.model_dir), "--model ", o.model_dir, ": not a directory");
-  ENGINE_INPUT_CHECK(!o.output_dir.empty(), "--output: empty path");
-  const fs::path out = fs::absolute(o.output_dir).lexically_normal();
-  const fs::path out_clean = out.filename().empty() ? out.parent_path() : out;
-  ENGINE_INPUT_CHECK(!fs::exists(out_clean) || (fs::is_directory(out_clean) && fs::is_empty(out_clean)),
-                     "--output ", o.output_dir, ": already exists and is not an empty directory");
-  const fs::path tmp = out_clean.parent_path() /
-                       ("." + out_clean.filename().string() + ".tmp." + std::to_string(::getpid()));
-  std::error_code ec;
-  fs::create_directories(tmp, ec);
-  ENGINE_INPUT_CHECK(!ec, "--output ", o.output_dir, ": cannot create ", tmp.string(), " (",
-                     ec.message(), ")");
-  try {
-    merge_into(o, tmp);
-    fs::rename(tmp, out_clean, ec);  // replaces an empty directory; atomic on one file system
-    ENGINE_INPUT_CHECK(!ec, "--output ", o.output_dir, ": cannot rename ", tmp.string(), " (",
-                       ec.message(), ")");
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+  engine::io::write_new_directory(o.output_dir, "--output", [&](const fs::path& tmp) { merge_into(o, tmp); });
 }
 
 int merge_main(int argc, char** argv) {
