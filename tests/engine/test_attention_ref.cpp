@@ -147,7 +147,9 @@ TEST(AttentionRef, IsCausal) {
     for (int64_t ti = 0; ti < t; ++ti)
       for (int64_t i = 0; i < hq * d; ++i) {
         const int64_t at = (bi * t + ti) * hq * d + i;
-        if (ti < t - 1) EXPECT_EQ(base[at], changed[at]) << "token " << ti << " saw the future";
+        if (ti < t - 1) {
+          EXPECT_EQ(base[at], changed[at]) << "token " << ti << " saw the future";
+        }
         else last_changed |= base[at] != changed[at];
       }
   EXPECT_TRUE(last_changed);

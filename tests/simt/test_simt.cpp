@@ -326,8 +326,11 @@ TEST(SimtSchedule, MissingSyncthreadsBetweenWarpsReadsWrongValuesInSomeBlock) {
     int wrong_blocks = 0;
     for (int b = 0; b < 2; ++b)
       wrong_blocks += !std::equal(&out[32 * b], &out[32 * b + 32], &want[32 * b]);
-    if (barrier) EXPECT_EQ(wrong_blocks, 0) << "with __syncthreads";
-    else EXPECT_GE(wrong_blocks, 1) << "without __syncthreads";
+    if (barrier) {
+      EXPECT_EQ(wrong_blocks, 0) << "with __syncthreads";
+    } else {
+      EXPECT_GE(wrong_blocks, 1) << "without __syncthreads";
+    }
   }
 }
 

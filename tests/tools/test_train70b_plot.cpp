@@ -110,6 +110,21 @@ TEST(SvgChart, EveryPointMapsThroughTheStatedDomain) {
   }
 }
 
+// y_from_zero: memory around 158 MiB is drawn from 0, not stretched over 157.8..159.2.
+TEST(SvgChart, YFromZeroReachesZeroAndPointsStillMap) {
+  train::ChartSeries s{"host", {}, {}, "#123456"};
+  for (int i = 1; i <= 20; ++i) s.x.push_back(i), s.y.push_back(158 + 0.05 * (i % 3));
+  const ParsedChart stretched = parse_chart(train::render_line_chart({"Memory", "step", "MiB"}, {s}));
+  EXPECT_GT(stretched.y0, 100);
+  const ParsedChart c = parse_chart(
+      train::render_line_chart({.title = "Memory", .x_label = "step", .y_label = "MiB", .y_from_zero = true}, {s}));
+  EXPECT_EQ(c.y0, 0);
+  EXPECT_GE(c.y1, 158.1);
+  const std::vector<Point>& p = c.lines.at("host").at(0);
+  ASSERT_EQ(p.size(), s.y.size());
+  for (size_t i = 0; i < p.size(); ++i) EXPECT_NEAR(c.data_y(p[i].y), s.y[i], pixel_rounding(c.y1 - c.y0, c.height));
+}
+
 TEST(SvgChart, NonFiniteValuesAreGapsAndOnePointIsADot) {
   const double nan = std::nan("");
   train::ChartSeries s{"grad norm", {1, 2, 3, 4, 5, 6, 7}, {1, 2, nan, 4, INFINITY, 6, 7}, "red"};
@@ -152,7 +167,9 @@ TEST(SvgChart, HundredThousandPointsKeepMinAndMaxPerColumn) {
   double lo = INFINITY, hi = -INFINITY;
   for (size_t i = 0; i < p.size(); ++i) {
     lo = std::min(lo, c.data_y(p[i].y)), hi = std::max(hi, c.data_y(p[i].y));
-    if (i > 0) EXPECT_GE(p[i].x, p[i - 1].x) << i;  // x order kept
+    if (i > 0) {
+      EXPECT_GE(p[i].x, p[i - 1].x) << i;  // x order kept
+    }
   }
   EXPECT_NEAR(hi, 5000, pixel_rounding(c.y1 - c.y0, c.height));
   EXPECT_NEAR(lo, 10, pixel_rounding(c.y1 - c.y0, c.height));

@@ -149,7 +149,8 @@ std::vector<std::string> write_plots(const std::string& metrics_file, const std:
     if (m.train.count("step_tokens_per_second"))
       rate.push_back(to_series("this step", train("step_tokens_per_second"), "#fdd0a2"));
     rate.push_back(to_series("average since start", train("tokens_per_second"), kColors[4]));
-    charts.push_back({"tokens_per_second.svg", render_line_chart({"Throughput", "step", "tokens / s"}, rate)});
+    const ChartSpec spec{.title = "Throughput", .x_label = "step", .y_label = "tokens / s", .y_from_zero = true};
+    charts.push_back({"tokens_per_second.svg", render_line_chart(spec, rate)});
   }
   if (m.train.count("host_memory_bytes") || m.train.count("device_memory_bytes")) {
     // GiB once any value reaches 1 GiB, else MiB: a tiny run's axis reads 9.5, not 0.0093.
@@ -166,7 +167,8 @@ std::vector<std::string> write_plots(const std::string& metrics_file, const std:
     }
     if (m.train.count("host_memory_bytes"))
       memory.push_back(to_series("host (RSS)", train("host_memory_bytes"), kColors[2], scale));
-    charts.push_back({"memory.svg", render_line_chart({"Memory", "step", gib ? "GiB" : "MiB"}, memory)});
+    const ChartSpec spec{.title = "Memory", .x_label = "step", .y_label = gib ? "GiB" : "MiB", .y_from_zero = true};
+    charts.push_back({"memory.svg", render_line_chart(spec, memory)});
   }
   std::error_code ec;
   fs::create_directories(out_dir, ec);

@@ -150,6 +150,7 @@ std::string render_line_chart(const ChartSpec& spec, const std::vector<ChartSeri
         y_lo = std::min(y_lo, s.y[i]), y_hi = std::max(y_hi, s.y[i]);
       }
   const bool empty = !(x_lo <= x_hi);
+  if (spec.y_from_zero && !spec.log_y) y_lo = std::min(y_lo, 0.0), y_hi = std::max(y_hi, 0.0);
   const Axis ax = empty ? linear_axis(0, 1) : linear_axis(x_lo, x_hi);
   const Axis ay = empty ? linear_axis(0, 1) : spec.log_y ? log_axis(y_lo, y_hi) : linear_axis(y_lo, y_hi);
   auto px = [&](double x) { return left + ax.fraction(x) * plot_w; };

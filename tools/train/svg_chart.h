@@ -31,6 +31,9 @@ struct ChartSpec {
   std::string title, x_label, y_label;
   bool log_y = false;
   int width = 760, height = 380;  // pixels of the whole image
+  // A linear y axis that reaches down to 0 (quantities whose size matters, e.g. memory,
+  // throughput): small wiggles are not blown up to the whole height.
+  bool y_from_zero = false;
 };
 
 std::string render_line_chart(const ChartSpec& spec, const std::vector<ChartSeries>& series);
