@@ -17,6 +17,7 @@
 #include "engine/rng.h"
 #include "kernels/math/philox.h"
 #include "models/dataset_formats.h"
+#include "models/jsonl_lines.h"
 
 namespace models {
 
@@ -85,20 +86,15 @@ std::vector<Example> load_jsonl_dataset(const std::string& path, const Tokenizer
   if (max_seq_len < 2)
     throw engine::InputError(path + ": max_seq_len must be at least 2 (one input and one target), " +
                              "got " + std::to_string(max_seq_len));
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw engine::InputError(path + ": cannot open: " + std::strerror(errno));
-
   // 1. The non-blank lines, with their numbers.
+  JsonlLineReader reader(path, o.max_line_bytes);
   std::vector<std::string> lines;
   std::vector<int64_t> numbers;
   std::string text;
-  for (int64_t line = 1; std::getline(in, text); ++line) {
-    if (!text.empty() && text.back() == '\r') text.pop_back();
-    if (text.find_first_not_of(" \t\r\f\v") == std::string::npos) continue;
+  for (int64_t line = 0; reader.next(&text, &line);) {
     lines.push_back(std::move(text));
     numbers.push_back(line);
   }
-  if (in.bad()) throw engine::InputError(path + ": read error: " + std::strerror(errno));
 
   // 2. Parsed and tokenized on all cores; the first failing line (in file order) reports.
   std::vector<Record> records(lines.size());

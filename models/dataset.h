@@ -40,6 +40,7 @@
 
 #include "engine/tensor.h"
 #include "models/chat_template.h"
+#include "models/jsonl_lines.h"
 #include "models/tokenizer.h"
 
 namespace models {
@@ -68,6 +69,7 @@ struct DatasetOptions {
   std::string chat_template_problem;
   std::string date;  // llama3.2's Today Date (empty: today)
   int threads = 0;   // 0: all cores
+  int64_t max_line_bytes = kDefaultMaxLineBytes;  // a longer line is refused (models/jsonl_lines.h)
 };
 
 struct DatasetStats {

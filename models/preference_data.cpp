@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "models/chat_template.h"
+#include "models/jsonl_lines.h"
 
 namespace models {
 
@@ -156,14 +157,11 @@ std::vector<PreferencePair> load_preference_dataset(const std::string& path, con
                                                     const DatasetOptions& o, PreferenceStats* stats_out) {
   if (o.max_seq_len < 2)
     throw engine::InputError(path + ": max_seq_len must be at least 2, got " + std::to_string(o.max_seq_len));
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw engine::InputError(path + ": cannot open: " + std::strerror(errno));
+  JsonlLineReader reader(path, o.max_line_bytes);
   PreferenceStats stats;
   std::vector<PreferencePair> pairs;
   std::string text;
-  for (int64_t line = 1; std::getline(in, text); ++line) {
-    if (!text.empty() && text.back() == '\r') text.pop_back();
-    if (text.find_first_not_of(" \t\r\f\v") == std::string::npos) continue;
+  for (int64_t line = 0; reader.next(&text, &line);) {
     ++stats.records;
     bool conv = false;
     PreferencePair p = read_preference_record(text, path, line, tokenizer, o, &conv);
@@ -176,7 +174,6 @@ std::vector<PreferencePair> load_preference_dataset(const std::string& path, con
     }
     pairs.push_back(std::move(p));
   }
-  if (in.bad()) throw engine::InputError(path + ": read error: " + std::strerror(errno));
   stats.pairs = static_cast<int64_t>(pairs.size());
   if (pairs.empty())
     throw engine::InputError(path + ": no usable preference pairs (" + std::to_string(stats.records) +

@@ -228,6 +228,29 @@ TEST_F(DatasetTest, ErrorsNamePathAndLine) {
   expect_error(R"({"messages": {}})", ":1", "field \"messages\" must be an array");
 }
 
+// A line over --max-line-size is refused before more than the limit is held (the
+// reader stops at limit + 1 bytes); one at the limit is read; CRLF and EOF without a
+// newline count the same.
+TEST_F(DatasetTest, LinesAreBoundedByMaxLineBytes) {
+  models::DatasetOptions o;
+  o.chat_template = models::ChatTemplate::Llama3;
+  const std::string at_limit = R"({"text": ")" + std::string(40, 'a') + R"("})";  // 52 bytes
+  o.max_line_bytes = static_cast<int64_t>(at_limit.size());
+  EXPECT_EQ(load_jsonl_dataset(write(at_limit + "\r\n" + at_limit), tok_, o).size(), 2u);
+  const std::string over = R"({"text": ")" + std::string(41, 'a') + R"("})";
+  for (const std::string& text : {at_limit + "\n" + over + "\n", at_limit + "\n" + over}) {
+    const std::string path = write(text, "long.jsonl");
+    try {
+      load_jsonl_dataset(path, tok_, o);
+      ADD_FAILURE() << "no error for a line over the limit";
+    } catch (const engine::InputError& e) {
+      const std::string msg = e.what();
+      EXPECT_EQ(msg.rfind(path + ":2: line longer than 52 bytes (--max-line-size", 0), 0u) << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    }
+  }
+}
+
 TEST_F(DatasetTest, InvalidJsonReportsColumnOnOneLine) {
   expect_error("{\"text\": \"a\"}\n{\"text\": \x01}\n", ":2", "invalid JSON at column 10");
 }

@@ -12,6 +12,7 @@
 #include "models/synthetic.h"
 #include "models/weight_loader.h"
 #include "tools/train/memory_mechanisms.h"
+#include "tools/train/memory_plan.h"
 
 namespace train {
 
@@ -116,6 +117,7 @@ models::DatasetOptions dataset_options(const TrainOptions& o, const ModelSource&
   d.max_seq_len = o.max_seq_len;
   d.truncation = o.truncation == "drop" ? models::Truncation::Drop : models::Truncation::Right;
   d.train_on_inputs = o.train_on_inputs;
+  d.max_line_bytes = parse_memory_size(o.max_line_size, "--max-line-size");
   if (!o.chat_template.empty()) {
     d.chat_template = models::parse_chat_template_name(o.chat_template);
   } else if (src.dir.empty()) {

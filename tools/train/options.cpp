@@ -52,6 +52,9 @@ std::optional<TrainOptions> parse_options(int argc, char** argv, int* exit_code)
   app.add_option("--batch-size", o.batch_size, "Sequences per micro-batch")->capture_default_str();
   app.add_option("--grad-accum", o.grad_accum, "Micro-batches per optimizer step")->capture_default_str();
   app.add_option("--max-seq-len", o.max_seq_len, "Longer examples are truncated (or dropped:\n--truncation drop)")->capture_default_str();
+  app.add_option("--max-line-size", o.max_line_size,
+                 "Longest dataset line read, BYTES or <n>MiB/<n>GiB (a line is parsed\nand tokenized whole: about 15 bytes of memory per byte)")
+      ->capture_default_str();
   app.add_flag("--packing", o.packing,
                "Pack several examples into each sequence of --max-seq-len tokens\n(positions restart and attention stops at each example)");
   app.add_option("--chat-template", o.chat_template,
@@ -244,6 +247,9 @@ void validate(const TrainOptions& o) {
                      "--label-smoothing applies to --loss sigmoid only");
   ENGINE_INPUT_CHECK(o.method == "dpo" || o.adapter.empty(), "--adapter needs --method dpo");
   if (!o.max_gpu_mem.empty()) parse_memory_size(o.max_gpu_mem, "--max-gpu-mem");
+  const int64_t line_bytes = parse_memory_size(o.max_line_size, "--max-line-size");
+  ENGINE_INPUT_CHECK(line_bytes > 0 && line_bytes <= (int64_t{4} << 30), "--max-line-size must be between 1 byte and ",
+                     "4GiB, got ", o.max_line_size);
   ENGINE_INPUT_CHECK(o.demo || o.dry_run || !o.dataset.empty(), "--dataset is required (or --demo)");
   ENGINE_INPUT_CHECK(!o.output.empty(), "--output must not be empty");
   ENGINE_INPUT_CHECK(o.gpu.empty() || o.dry_run,

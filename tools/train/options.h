@@ -38,6 +38,7 @@ struct TrainOptions {
   bool train_on_inputs = false;
   std::string truncation = "right";  // right | drop
   int64_t preview = 0;
+  std::string max_line_size = "16MiB";  // the longest JSONL line read (models/jsonl_lines.h)
   std::string schedule = "constant";
   float warmup_ratio = 0.03f;
   float weight_decay = 0.0f;

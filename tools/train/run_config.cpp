@@ -24,7 +24,8 @@ using nlohmann::json;
   X("device", device) X("lr", lr) X("epochs", epochs) X("max-steps", max_steps)                \
   X("batch-size", batch_size) X("grad-accum", grad_accum) X("max-seq-len", max_seq_len)        \
   X("packing", packing) X("chat-template", chat_template) X("train-on-inputs", train_on_inputs) \
-  X("truncation", truncation) X("preview", preview) X("schedule", schedule)                    \
+  X("truncation", truncation) X("preview", preview) X("max-line-size", max_line_size)          \
+  X("schedule", schedule)                                                                      \
   X("warmup-ratio", warmup_ratio) X("weight-decay", weight_decay)                              \
   X("max-grad-norm", max_grad_norm) X("checkpoint-layers", checkpoint_layers)                  \
   X("max-nonfinite-steps", max_nonfinite_steps) X("eval-fraction", eval_fraction)              \
