@@ -222,36 +222,18 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
   ENGINE_INPUT_CHECK(total_steps <= kMaxSteps, "--epochs ", o.epochs, " gives ", total_steps,
                      " steps, above the limit of ", kMaxSteps, " (use --max-steps)");
 
-  std::string no_gpu;
-  const bool gpu_usable = engine::cuda_available(&no_gpu);
-  ENGINE_INPUT_CHECK(o.device != "cuda" || gpu_usable, "--device cuda: ", no_gpu);
-  const bool on_gpu = o.device == "cuda" || (o.device == "auto" && gpu_usable);
+  const bool on_gpu = train_on_gpu(o);
   if (on_gpu) start_memory_report();  // owners of device memory from here on
   if (o.dry_run)
     log << "dry run on " << dry_run_gpu(o).name << ": nothing is executed and device memory is "
         << "virtual; log-probs, losses, rewards and gradient norms below are placeholders (0)\n";
   const engine::Device device = on_gpu ? engine::Device::cuda() : engine::Device::cpu();
-  std::optional<engine::MemoryOwnerScope> weights_owner(std::in_place, "weights");
-  Loaded loaded = load_model(o, source, device, log);
+  TrainableModel trainable_model = setup_trainable_model(o, source, on_gpu, adapter, log);
+  const Loaded& loaded = trainable_model.loaded;
   models::LlamaModel& model = *loaded.model;
-  models::LoraConfig lora;
-  lora.r = o.lora_r;
-  lora.alpha = o.lora_alpha;
-  lora.dropout = o.lora_dropout;
-  lora.use_rslora = o.rslora;
-  lora.targets = models::parse_lora_targets(o.lora_targets);
-  if (adapter) lora = adapter->lora;  // the adapter's own shape; --lora-* do not apply
-  if (!model.base_frozen())
-    model.freeze_base(o.base_format == "nf4" ? models::BaseFormat::NF4 : models::BaseFormat::F32);
-  model.add_lora(lora, o.seed + 1);
-  if (adapter)
-    models::load_adapter_weights(model, *adapter, (fs::path(o.adapter) / "adapter_model.safetensors").string());
-  if (on_gpu) model.to(engine::Device::cuda(), engine::DType::BF16);
-  const MemoryMechanisms mechanisms = resolve_memory_mechanisms(o, model.config());
-  if (mechanisms.embedding_on_host && on_gpu) model.keep_embedding_on_host();
-  std::vector<Tensor> params = model.trainable_parameters();
-  weights_owner.reset();
-  for (const Tensor& p : params) engine::set_memory_owner(p, "lora");
+  const models::LoraConfig& lora = trainable_model.lora;
+  const MemoryMechanisms& mechanisms = trainable_model.mechanisms;
+  std::vector<Tensor>& params = trainable_model.params;
   engine::optim::LrSchedule schedule{engine::optim::parse_schedule_kind(o.schedule), o.lr,
                                      static_cast<int64_t>(std::ceil(o.warmup_ratio * total_steps)),
                                      total_steps};

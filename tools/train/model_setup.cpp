@@ -6,6 +6,8 @@
 
 #include <unistd.h>
 
+#include "engine/allocator.h"
+#include "engine/backend.h"
 #include "models/adapter.h"
 #include "models/hf_config.h"
 #include "models/hf_hub.h"
@@ -167,6 +169,41 @@ void warn_long_sequences(const std::vector<models::Example>& examples,
         << c.max_position << " (the longest has " << longest
         << " tokens); positions past it were not pre-trained. --max-seq-len " << c.max_position
         << " truncates them\n";
+}
+
+bool train_on_gpu(const TrainOptions& o) {
+  std::string no_gpu;
+  const bool gpu_usable = engine::cuda_available(&no_gpu);
+  ENGINE_INPUT_CHECK(o.device != "cuda" || gpu_usable, "--device cuda: ", no_gpu);
+  return o.device == "cuda" || (o.device == "auto" && gpu_usable);
+}
+
+TrainableModel setup_trainable_model(const TrainOptions& o, const ModelSource& source, bool on_gpu,
+                                     const std::optional<models::PeftAdapter>& adapter, std::ostream& log) {
+  std::optional<engine::MemoryOwnerScope> weights_owner(std::in_place, "weights");
+  TrainableModel t{load_model(o, source, on_gpu ? engine::Device::cuda() : engine::Device::cpu(), log), {}, {}, {}};
+  models::LlamaModel& model = *t.loaded.model;
+  if (adapter) {
+    t.lora = adapter->lora;  // the adapter's own shape; --lora-* do not apply
+  } else {
+    t.lora.r = o.lora_r;
+    t.lora.alpha = o.lora_alpha;
+    t.lora.dropout = o.lora_dropout;
+    t.lora.use_rslora = o.rslora;
+    t.lora.targets = models::parse_lora_targets(o.lora_targets);
+  }
+  if (!model.base_frozen())
+    model.freeze_base(o.base_format == "nf4" ? models::BaseFormat::NF4 : models::BaseFormat::F32);
+  model.add_lora(t.lora, o.seed + 1);
+  if (adapter)
+    models::load_adapter_weights(model, *adapter, (fs::path(o.adapter) / "adapter_model.safetensors").string());
+  if (on_gpu) model.to(engine::Device::cuda(), engine::DType::BF16);
+  t.mechanisms = resolve_memory_mechanisms(o, model.config());
+  if (t.mechanisms.embedding_on_host && on_gpu) model.keep_embedding_on_host();
+  t.params = model.trainable_parameters();
+  weights_owner.reset();
+  for (const engine::Tensor& p : t.params) engine::set_memory_owner(p, "lora");
+  return t;
 }
 
 }  // namespace train

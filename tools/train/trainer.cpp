@@ -147,33 +147,17 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
   const int64_t train_units =
       static_cast<int64_t>(o.packing ? packed_rows.size() : split.train.size());
   const StepPlan plan = plan_steps(o, train_units);
-  std::string no_gpu;
-  const bool gpu_usable = engine::cuda_available(&no_gpu);
-  ENGINE_INPUT_CHECK(o.device != "cuda" || gpu_usable, "--device cuda: ", no_gpu);
-  const bool on_gpu = o.device == "cuda" || (o.device == "auto" && gpu_usable);
+  const bool on_gpu = train_on_gpu(o);
   if (on_gpu) start_memory_report();  // owners of device memory from here on
   if (o.dry_run)
     log << "dry run on " << dry_run_gpu(o).name << ": nothing is executed and device memory is "
         << "virtual; losses, gradient norms and evaluations below are placeholders (0)\n";
-  std::optional<engine::MemoryOwnerScope> weights_owner(std::in_place, "weights");
-  Loaded loaded = load_model(o, source, on_gpu ? engine::Device::cuda() : engine::Device::cpu(), log);
+  TrainableModel trainable_model = setup_trainable_model(o, source, on_gpu, std::nullopt, log);
+  const Loaded& loaded = trainable_model.loaded;
   models::LlamaModel& model = *loaded.model;
-
-  models::LoraConfig lora;
-  lora.r = o.lora_r;
-  lora.alpha = o.lora_alpha;
-  lora.dropout = o.lora_dropout;
-  lora.use_rslora = o.rslora;
-  lora.targets = models::parse_lora_targets(o.lora_targets);
-  if (!model.base_frozen())
-    model.freeze_base(o.base_format == "nf4" ? models::BaseFormat::NF4 : models::BaseFormat::F32);
-  model.add_lora(lora, o.seed + 1);
-  if (on_gpu) model.to(engine::Device::cuda(), engine::DType::BF16);
-  const MemoryMechanisms mechanisms = resolve_memory_mechanisms(o, model.config());
-  if (mechanisms.embedding_on_host && on_gpu) model.keep_embedding_on_host();
-  std::vector<Tensor> params = model.trainable_parameters();
-  weights_owner.reset();
-  for (const Tensor& p : params) engine::set_memory_owner(p, "lora");
+  const models::LoraConfig& lora = trainable_model.lora;
+  const MemoryMechanisms& mechanisms = trainable_model.mechanisms;
+  std::vector<Tensor>& params = trainable_model.params;
   int64_t trainable = 0;
   for (const Tensor& p : params) trainable += p.numel();
 
