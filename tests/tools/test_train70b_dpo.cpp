@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -77,6 +78,11 @@ TEST_F(Train70bDpo, DemoLearnsToPreferTheRightContinuation) {
   EXPECT_TRUE(fs::exists(fs::path(out) / "adapter_model.safetensors"));
   EXPECT_TRUE(fs::exists(fs::path(out) / "adapter_config.json"));
   EXPECT_FALSE(fs::exists(fs::path(out) / "metrics.jsonl.partial"));
+  // The reward accuracy chart: the per-step series and the held-out evaluations.
+  std::ifstream chart(fs::path(out) / "plots" / "reward_accuracy.svg");
+  const std::string svg((std::istreambuf_iterator<char>(chart)), std::istreambuf_iterator<char>());
+  EXPECT_NE(svg.find("data-series=\"train (per step)\""), std::string::npos);
+  EXPECT_NE(svg.find("data-series=\"held-out\""), std::string::npos);
 }
 
 // Continuing from an adapter: the second run's policy starts as the first one ended, and

@@ -232,6 +232,7 @@ TEST_F(Train70bPlot, ReadsAPartialMetricsFileAsItIs) {
   m.close();
   const testing_support::RunResult r = plot((dir_ / "run").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "run" / "plots" / "reward_accuracy.svg"));  // DPO runs only
   for (const char* f : {"loss.svg", "learning_rate.svg", "grad_norm.svg", "tokens_per_second.svg", "memory.svg"}) {
     EXPECT_TRUE(fs::exists(dir_ / "run" / "plots" / f)) << f;
     EXPECT_NE(r.out.find(f), std::string::npos) << r.out;

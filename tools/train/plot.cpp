@@ -32,6 +32,7 @@ using StepSeries = std::map<int64_t, double>;
 struct Metrics {
   std::map<std::string, StepSeries> train;  // field -> step -> value
   std::map<std::string, StepSeries> eval;   // evaluated set -> step -> loss
+  std::map<std::string, StepSeries> eval_accuracy;  // DPO: evaluated set -> step -> rewards/accuracies
 };
 
 double number_or_nan(const nlohmann::json& j, const char* key) {
@@ -60,12 +61,14 @@ Metrics read_metrics(const std::string& path) {
     const int64_t step = step_it->get<int64_t>();
     if (event == "train") {
       for (const char* key : {"loss", "lr", "grad_norm", "tokens_per_second", "step_tokens_per_second",
-                              "host_memory_bytes", "device_memory_bytes", "device_memory_peak_bytes"})
+                              "host_memory_bytes", "device_memory_bytes", "device_memory_peak_bytes",
+                              "rewards/accuracies"})
         if (j.contains(key)) m.train[key][step] = number_or_nan(j, key);
     } else if (event == "eval") {
       const auto split = j.find("split");
       const std::string name = split != j.end() && split->is_string() ? split->get<std::string>() : "held-out";
       m.eval[name][step] = number_or_nan(j, "loss");
+      if (j.contains("rewards/accuracies")) m.eval_accuracy[name][step] = number_or_nan(j, "rewards/accuracies");
     }
   }
   return m;
@@ -169,6 +172,17 @@ std::vector<std::string> write_plots(const std::string& metrics_file, const std:
       memory.push_back(to_series("host (RSS)", train("host_memory_bytes"), kColors[2], scale));
     const ChartSpec spec{.title = "Memory", .x_label = "step", .y_label = gib ? "GiB" : "MiB", .y_from_zero = true};
     charts.push_back({"memory.svg", render_line_chart(spec, memory)});
+  }
+  if (m.train.count("rewards/accuracies")) {  // DPO (docs/train70b.md): the preference learned
+    std::vector<ChartSeries> accuracy = {to_series("train (per step)", train("rewards/accuracies"), "#c7e9c0")};
+    size_t color = 1;
+    for (const auto& [name, values] : m.eval_accuracy) {
+      accuracy.push_back(to_series(name, values, kColors[color++ % std::size(kColors)]));
+      accuracy.back().markers = true;
+    }
+    const ChartSpec spec{.title = "DPO reward accuracy (chosen reward above rejected)", .x_label = "step",
+                         .y_label = "rewards/accuracies", .y_from_zero = true};
+    charts.push_back({"reward_accuracy.svg", render_line_chart(spec, accuracy)});
   }
   std::error_code ec;
   fs::create_directories(out_dir, ec);
