@@ -1,8 +1,11 @@
 // train70b --method dpo as users meet it: the demo (a generated preference task) raises
 // rewards/accuracies on held-out pairs well above chance and writes an adapter and
 // metrics under TRL's names; --adapter continues from an adapter exactly where its run
-// ended; a bad preference record ends with one line naming the file, line and field.
+// ended; a run killed with SIGKILL resumes to the same bytes; a bad preference record ends
+// with one line naming the file, line and field.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -113,6 +116,60 @@ TEST_F(Train70bDpo, BadRecordNamesFileLineAndField) {
   EXPECT_FALSE(fs::exists(out));
   const RunResult bad_flag = run("--method dpo --loss hinge --dataset " + data + " --output " + out);
   EXPECT_NE(bad_flag.err.find("--loss must be sigmoid or ipo"), std::string::npos) << bad_flag.err;
+}
+
+// Checkpoints and resume as for SFT (tests/tools/test_train70b_resume.cpp): killed with
+// SIGKILL once checkpoint-10 is written (the run is then somewhere after step 10), resumed
+// with --resume latest, the run ends with the uninterrupted run's adapter bytes and train
+// metrics; the optimizer state, data order and schedule position came back with it.
+TEST_F(Train70bDpo, KilledThenResumedIsBitwiseTheSame) {
+  const std::string flags = "--demo --method dpo --max-steps 24 --save-every 5 --save-total-limit 2 --log-every 1000";
+  const std::string ref = path("ref"), out = path("out");
+  const RunResult first = run(flags + " --output " + ref);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const int pid = testing_support::start_command(std::string(TRAIN70B_PATH) + " " + flags + " --output " + out,
+                                                 path("log.txt"));
+  const fs::path ten = fs::path(out) / "checkpoints" / "checkpoint-10";
+  for (int i = 0; i < 60000 && !fs::exists(ten / "trainer_state.json"); ++i) usleep(1000);
+  ::kill(pid, SIGKILL);
+  const int status = testing_support::wait_command(pid);
+  ASSERT_EQ(status, -SIGKILL) << "the run ended before the kill (14 steps after checkpoint-10)";
+  ASSERT_TRUE(fs::exists(ten)) << "no checkpoint-10 within a minute";
+  const RunResult resumed = run(flags + " --output " + out + " --resume latest");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  auto bytes = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  EXPECT_TRUE(bytes(fs::path(ref) / "adapter_model.safetensors") == bytes(fs::path(out) / "adapter_model.safetensors"))
+      << "the resumed DPO run's adapter differs from the uninterrupted run's";
+  const std::vector<nlohmann::json> a = metrics(ref, "train"), b = metrics(out, "train");
+  ASSERT_EQ(a.size(), 24u);
+  ASSERT_EQ(b.size(), a.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    for (const char* key : {"step", "loss", "grad_norm", "lr", "rewards/accuracies", "rewards/margins"})
+      EXPECT_EQ(a[i][key], b[i][key]) << "step " << i + 1 << " " << key;
+  EXPECT_EQ(metrics(out, "resumed").size(), 1u);
+}
+
+// --general-eval (issue 13's forgetting check) in a DPO run: general text evaluated with
+// the policy before and after, and the verdict in the log and metrics.jsonl.
+TEST_F(Train70bDpo, GeneralEvalChecksForgetting) {
+  {
+    std::ofstream general(path("general.jsonl"));
+    for (int i = 0; i < 12; ++i) general << "{\"text\": \"1,2,3,4,5," << i << "\"}\n";
+  }
+  const std::string out = path("out");
+  const RunResult r = run("--demo --method dpo --max-steps 8 --log-every 1000 --general-eval " +
+                          path("general.jsonl") + " --output " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  int general = 0;
+  for (const nlohmann::json& e : metrics(out, "eval")) general += e.value("split", "") == "general";
+  EXPECT_EQ(general, 2);
+  const std::vector<nlohmann::json> verdict = metrics(out, "forgetting");
+  ASSERT_EQ(verdict.size(), 1u);
+  EXPECT_GT(verdict[0]["perplexity_before"].get<double>(), 1.0);
+  EXPECT_NE(r.out.find(verdict[0]["summary"].get<std::string>()), std::string::npos) << r.out;
 }
 
 }  // namespace

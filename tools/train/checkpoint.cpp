@@ -193,6 +193,15 @@ fs::path save_checkpoint(const fs::path& output, const CheckpointData& data, con
   return target;
 }
 
+fs::path resume_point(const std::string& resume, const fs::path& output) {
+  if (!resume.empty()) return resolve_resume(resume, output);
+  const fs::path earlier = latest_checkpoint(output);
+  ENGINE_INPUT_CHECK(earlier.empty(), "--output ", output.string(), " holds checkpoints of an earlier run (newest ",
+                     earlier.string(), "): continue it with --resume latest, or remove ",
+                     (output / "checkpoints").string(), " to start over");
+  return {};
+}
+
 fs::path latest_checkpoint(const fs::path& output) {
   const auto all = checkpoints_in(output);
   return all.empty() ? fs::path() : all.back().second;

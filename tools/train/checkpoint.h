@@ -65,6 +65,10 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& output, const
 // a checkpoint directory. Throws engine::InputError naming --resume when there is none.
 std::filesystem::path resolve_resume(const std::string& resume, const std::filesystem::path& output);
 
+// Where a run starts: resolve_resume(resume) when --resume is given, else an empty path,
+// refusing (engine::InputError) an output that holds an earlier run's checkpoints.
+std::filesystem::path resume_point(const std::string& resume, const std::filesystem::path& output);
+
 // Newest complete checkpoint under output/checkpoints, or an empty path.
 std::filesystem::path latest_checkpoint(const std::filesystem::path& output);
 

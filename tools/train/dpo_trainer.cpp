@@ -25,9 +25,11 @@
 #include "models/dpo_step.h"
 #include "models/lora_scope.h"
 #include "models/preference_data.h"
+#include "tools/train/checkpoint.h"
 #include "tools/train/demo_task.h"
 #include "tools/train/dpo_demo.h"
 #include "tools/train/dry_run.h"
+#include "tools/train/evaluate.h"
 #include "tools/train/memory_mechanisms.h"
 #include "tools/train/memory_plan.h"
 #include "tools/train/memory_report.h"
@@ -36,6 +38,7 @@
 #include "tools/train/run_config.h"
 #include "tools/train/run_metrics.h"
 #include "tools/train/run_output.h"
+#include "tools/train/stop_signal.h"
 
 namespace train {
 
@@ -108,6 +111,16 @@ PairLogprobs all_logprobs(models::LlamaModel& model, const std::vector<Preferenc
   return out;
 }
 
+// The pairs' chosen and rejected sides, in order: what the checkpoint identity fingerprints.
+std::vector<models::Example> pair_sides(const std::vector<PreferencePair>& pairs) {
+  std::vector<models::Example> sides;
+  for (const PreferencePair& p : pairs) {
+    sides.push_back(p.chosen);
+    sides.push_back(p.rejected);
+  }
+  return sides;
+}
+
 int64_t response_tokens(const std::vector<PreferencePair>& pairs) {
   int64_t n = 0;
   for (const PreferencePair& p : pairs)
@@ -166,7 +179,6 @@ std::string metrics_text(const models::DpoMetrics& m) {
 RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
   validate(given);
   ENGINE_INPUT_CHECK(!given.packing, "--packing is not available with --method dpo (one pair side per row)");
-  ENGINE_INPUT_CHECK(given.resume.empty(), "--resume is not available with --method dpo yet");
   // The memory plan of DPO (two rows per pair, the reference pass) before anything loads.
   const TrainOptions o = apply_memory_plan(given, log);  // tools/train/memory_plan.h
   validate(o);
@@ -174,6 +186,7 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
   check_output_writable(o.output);
   check_output_is_ours(o.output);
   clean_stale_temporaries(o.output, log);
+  const fs::path resume_dir = resume_point(o.resume, o.output);  // checkpoints/checkpoint-N, or empty
   const ModelSource source = resolve_model(o);
   std::optional<models::PeftAdapter> adapter;
   if (!o.adapter.empty()) {
@@ -187,6 +200,9 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
   models::DpoConfig cfg{models::parse_dpo_loss(o.dpo_loss), o.beta, o.label_smoothing};
   std::vector<PreferencePair> pairs;
   models::PreferenceStats stats;
+  std::vector<models::Example> general;  // --general-eval: the forgetting check, as SFT's
+  if (!o.general_eval.empty())
+    general = models::load_jsonl_dataset(o.general_eval, *tokenizer, dataset_options(o, source));
   std::vector<PreferencePair> train_pairs, eval_pairs;
   if (o.demo) {  // held out: whole progressions (tools/train/demo_task.h)
     const int64_t held = demo_held_out_count(600, o.eval_fraction);
@@ -257,7 +273,11 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
 
   // 3. Output: staged beside --output and swapped in whole at the end (tools/train/run_output.h).
   StagedOutput staged(o.output);
-  engine::io::write_file_atomic((staged.dir() / "run_config.json").string(), options_to_json(o).dump(2) + "\n");
+  const nlohmann::json run_config = options_to_json(o);
+  // What a checkpoint must match to be resumed: the pairs' sides stand in as examples.
+  const nlohmann::json identity = run_identity(loaded.base_name, model, optimizer->kind(), pair_sides(train_pairs),
+                                               pair_sides(eval_pairs), run_config);
+  engine::io::write_file_atomic((staged.dir() / "run_config.json").string(), run_config.dump(2) + "\n");
   RunMetrics metrics(staged, o.output);
   const int64_t eval_tokens = response_tokens(eval_pairs);
   RunSummary summary;
@@ -275,29 +295,75 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
     metrics.write(j);
     return EvalResult{m.loss, m.accuracy, eval_tokens};
   };
-  summary.before = write_eval("before training", 0);
+  TrainProgress progress;  // where the run stands: saved in checkpoints (tools/train/checkpoint.h)
+  if (!resume_dir.empty()) {
+    std::string metrics_so_far;
+    CheckpointData checkpoint = load_checkpoint(resume_dir, identity, model, &metrics_so_far);
+    check_resume_position(checkpoint.progress, n_train, total_steps, resume_dir);
+    optimizer->load_state(checkpoint.optimizer);
+    progress = std::move(checkpoint.progress);
+    metrics.write_raw(metrics_so_far);
+    metrics.write({{"event", "resumed"}, {"step", progress.step}, {"checkpoint", resume_dir.string()}});
+    log << "resumed from " << resume_dir.string() << " after step " << progress.step << "/" << total_steps << "\n";
+  } else {
+    progress.before = write_eval("before training", 0);
+    if (!general.empty()) {
+      progress.general_before = evaluate(model, general, o.batch_size, tile);
+      log << eval_line("before training", progress.general_before, "general") << "\n";
+      write_eval_event(metrics, "before training", 0, progress.general_before, "general");
+    }
+  }
+  summary.before = progress.before;
+  summary.general_before = progress.general_before;
+  summary.nonfinite_steps = progress.nonfinite_steps;
 
   engine::Generator shuffle_gen(o.seed + 2);
-  std::vector<int64_t> order;
-  size_t cursor = 0;
+  shuffle_gen.advance(progress.shuffle_offset);
+  std::vector<int64_t>& order = progress.order;
+  int64_t& cursor = progress.cursor;
   auto next_indices = [&](int64_t n) {
     std::vector<int64_t> idx;
     while (static_cast<int64_t>(idx.size()) < n) {
-      if (cursor == order.size()) {  // new epoch: a fresh permutation
+      if (cursor == static_cast<int64_t>(order.size())) {  // new epoch: a fresh permutation
         const std::vector<float> keys = engine::uniform({n_train}, 0, 1, shuffle_gen).to_floats();
         order.resize(static_cast<size_t>(n_train));
         std::iota(order.begin(), order.end(), 0);
         std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
         cursor = 0;
       }
-      idx.push_back(order[cursor++]);
+      idx.push_back(order[static_cast<size_t>(cursor++)]);
     }
     return idx;
   };
 
-  const auto t0 = std::chrono::steady_clock::now();
-  int64_t nonfinite_in_a_row = 0, tokens_seen = 0;
-  for (int64_t step = 0; step < total_steps; ++step) {
+  const auto t0 = std::chrono::steady_clock::now() -
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                      std::chrono::duration<double>(progress.train_seconds));
+  int64_t& nonfinite_in_a_row = progress.nonfinite_in_a_row;
+  int64_t& tokens_seen = progress.tokens_seen;
+  // After each step: held-out evaluation every --eval-every steps, a checkpoint every
+  // --save-every steps, and on SIGINT/SIGTERM a checkpoint and a stop (as SFT).
+  StopSignals stop;
+  auto after_step = [&](int64_t done) {
+    progress.step = done;
+    progress.nonfinite_steps = summary.nonfinite_steps;
+    if (o.eval_every > 0 && done % o.eval_every == 0 && done != total_steps)
+      write_eval(("after step " + std::to_string(done)).c_str(), done);
+    const bool stopping = stop.requested();
+    if (!stopping && !(o.save_every > 0 && done % o.save_every == 0)) return;
+    metrics.flush();
+    progress.shuffle_offset = shuffle_gen.offset();
+    progress.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const fs::path saved = save_checkpoint(o.output, {progress, identity, run_config, optimizer->state()}, model,
+                                           lora, loaded.base_name, metrics.partial_path(), o.save_total_limit);
+    metrics.write({{"event", "checkpoint"}, {"step", done}, {"path", saved.string()}});
+    log << "checkpoint after step " << done << " saved in " << saved.string() << "\n" << std::flush;
+    if (stopping)
+      throw engine::Error("stopped by " + std::string(stop.name()) + " after step " + std::to_string(done) + "/" +
+                          std::to_string(total_steps) + "; checkpoint saved in " + saved.string() +
+                          "; continue with --resume latest");
+  };
+  for (int64_t step = progress.step; step < total_steps; ++step) {
     engine::NvtxRange step_range("step");
     const float lr = schedule.at(step);
     optimizer->set_lr(lr);
@@ -362,7 +428,8 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
       const std::string reason = "training diverged: " + std::to_string(nonfinite_in_a_row) +
                                  " steps in a row had a non-finite DPO loss or gradient norm; no adapter "
                                  "written; lower --lr or --beta";
-      stop_run(staged, metrics, step + 1, reason);
+      const fs::path good = latest_checkpoint(o.output);
+      stop_run(staged, metrics, step + 1, reason, good.empty() ? "" : "; last good checkpoint " + good.string());
     }
     if (!finite || (step + 1) % o.log_every == 0 || step == 0 || step + 1 == total_steps) {
       char head[80];
@@ -373,9 +440,18 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
                     finite ? "" : "  not finite, update skipped");
       log << head << metrics_text(sm) << tail << "\n" << std::flush;
     }
+    after_step(step + 1);
   }
   summary.steps = total_steps;
   summary.after = write_eval("after training", total_steps);
+  if (!general.empty()) {
+    summary.general_after = evaluate(model, general, o.batch_size, tile);
+    log << eval_line("after training", summary.general_after, "general") << "\n";
+    write_eval_event(metrics, "after training", total_steps, summary.general_after, "general");
+    log << write_forgetting(metrics, summary.general_before, summary.general_after, o.forgetting_threshold,
+                            &summary.forgetting)
+        << "\n";
+  }
   if (on_gpu) {  // the training run's memory, planned and measured (memory.json)
     const nlohmann::json memory = memory_report(o, model.config());
     write_memory_report(o, memory, staged.dir(), log);

@@ -1,6 +1,8 @@
 // A run's metrics file and the end of its staged output (tools/train/run_metrics.h).
 #include "tools/train/run_metrics.h"
 
+#include <cmath>
+
 #include "engine/error.h"
 #include "tools/train/plot.h"
 
@@ -24,6 +26,20 @@ void RunMetrics::write_raw(const std::string& lines) { file_ << lines << std::fl
 void RunMetrics::complete() {
   file_.close();
   fs::rename(partial_, complete_);
+}
+
+void write_eval_event(RunMetrics& metrics, const char* when, int64_t step, const EvalResult& r, const char* split) {
+  metrics.write({{"event", "eval"}, {"split", split}, {"when", when}, {"step", step}, {"loss", r.loss},
+                 {"perplexity", std::exp(r.loss)}, {"accuracy", r.accuracy}, {"tokens", r.tokens}});
+}
+
+std::string write_forgetting(RunMetrics& metrics, const EvalResult& before, const EvalResult& after,
+                             double threshold, bool* forgetting) {
+  const std::string verdict = forgetting_line(before, after, threshold, forgetting);
+  metrics.write({{"event", "forgetting"}, {"perplexity_before", std::exp(before.loss)},
+                 {"perplexity_after", std::exp(after.loss)}, {"threshold", threshold}, {"forgetting", *forgetting},
+                 {"summary", verdict}});
+  return verdict;
 }
 
 void add_device_memory(nlohmann::json& line, const MemorySample& memory) {

@@ -11,6 +11,7 @@
 #include <ostream>
 #include <string>
 
+#include "tools/train/evaluate.h"
 #include "tools/train/progress.h"
 #include "tools/train/run_output.h"
 
@@ -37,6 +38,14 @@ class RunMetrics {
   std::filesystem::path partial_, complete_, final_;
   std::ofstream file_;
 };
+
+// An "eval" line: loss, perplexity, accuracy and tokens of `split` ("held-out", "general").
+void write_eval_event(RunMetrics& metrics, const char* when, int64_t step, const EvalResult& r, const char* split);
+
+// The forgetting check's verdict (evaluate.h forgetting_line) as a "forgetting" line;
+// returns the verdict, *forgetting says whether it fired.
+std::string write_forgetting(RunMetrics& metrics, const EvalResult& before, const EvalResult& after,
+                             double threshold, bool* forgetting);
 
 // The device memory fields of a train line, on a GPU.
 void add_device_memory(nlohmann::json& line, const MemorySample& memory);

@@ -94,15 +94,7 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
   check_output_writable(o.output);
   check_output_is_ours(o.output);
   clean_stale_temporaries(o.output, log);
-  fs::path resume_dir;  // checkpoints/checkpoint-N to continue from
-  if (!o.resume.empty()) {
-    resume_dir = resolve_resume(o.resume, o.output);
-  } else {
-    const fs::path earlier = latest_checkpoint(o.output);
-    ENGINE_INPUT_CHECK(earlier.empty(), "--output ", o.output, " holds checkpoints of an earlier run (newest ",
-                       earlier.string(), "): continue it with --resume latest, or remove ",
-                       (fs::path(o.output) / "checkpoints").string(), " to start over");
-  }
+  const fs::path resume_dir = resume_point(o.resume, o.output);  // checkpoints/checkpoint-N, or empty
   const ModelSource source = resolve_model(o);
   check_lora_rank(o, source.config);
   const std::unique_ptr<models::Tokenizer> tokenizer = make_tokenizer(source);
@@ -212,8 +204,7 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
   auto write_eval = [&](const char* when, int64_t step, const EvalResult& r, const char* split_name = "held-out") {
     console.print(eval_line(when, r, split_name));
     if (std::string(split_name) == "held-out") note_eval(summary.report, when, step, r.loss, r.accuracy);
-    metrics.write({{"event", "eval"}, {"split", split_name}, {"when", when}, {"step", step}, {"loss", r.loss},
-                   {"perplexity", std::exp(r.loss)}, {"accuracy", r.accuracy}, {"tokens", r.tokens}});
+    write_eval_event(metrics, when, step, r, split_name);
   };
 
   TrainProgress progress;
@@ -400,13 +391,10 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
   if (!general.empty()) {
     summary.general_after = evaluate(model, general, o.batch_size, mechanisms.tile_tokens);
     write_eval("after training", total_steps, summary.general_after, "general");
-    const std::string verdict =
-        forgetting_line(summary.general_before, summary.general_after, o.forgetting_threshold, &summary.forgetting);
+    const std::string verdict = write_forgetting(metrics, summary.general_before, summary.general_after,
+                                                 o.forgetting_threshold, &summary.forgetting);
     log << verdict << "\n";
     summary.report.forgetting = verdict;  // also in the summary table, which --quiet keeps
-    metrics.write({{"event", "forgetting"}, {"perplexity_before", std::exp(summary.general_before.loss)},
-                   {"perplexity_after", std::exp(summary.general_after.loss)}, {"threshold", o.forgetting_threshold},
-                   {"forgetting", summary.forgetting}, {"summary", verdict}});
   }
 
   if (on_gpu) {  // before the adapter is copied out: the training run's memory
