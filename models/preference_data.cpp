@@ -166,6 +166,11 @@ std::vector<PreferencePair> load_preference_dataset(const std::string& path, con
     bool conv = false;
     PreferencePair p = read_preference_record(text, path, line, tokenizer, o, &conv);
     stats.conversational += conv;
+    const auto too_long = [&](const Example& e) { return static_cast<int64_t>(e.input_ids.size()) > o.max_seq_len; };
+    if (o.truncation == Truncation::Drop && (too_long(p.chosen) || too_long(p.rejected))) {
+      ++stats.dropped;
+      continue;
+    }
     const bool cut_c = truncate(p.chosen, o.max_seq_len), cut_r = truncate(p.rejected, o.max_seq_len);
     stats.truncated += cut_c || cut_r;
     if (!has_target(p.chosen) || !has_target(p.rejected)) {

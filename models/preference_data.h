@@ -27,7 +27,9 @@ struct PreferencePair {
 };
 
 struct PreferenceStats {
-  int64_t records = 0, pairs = 0, conversational = 0, truncated = 0, skipped = 0;
+  // truncated: a side cut to max_seq_len (Truncation::Right); dropped: a pair with a side
+  // longer than that, left out (Truncation::Drop).
+  int64_t records = 0, pairs = 0, conversational = 0, truncated = 0, dropped = 0, skipped = 0;
 };
 
 std::vector<PreferencePair> load_preference_dataset(const std::string& path,

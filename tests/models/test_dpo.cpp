@@ -221,6 +221,31 @@ TEST(PreferenceData, ConversationalPairsTrainOnlyTheResponse) {
   EXPECT_EQ(rejected_trained, static_cast<int>(trained.size()) + 1) << "\"5!\" is one byte longer than \"4\"";
 }
 
+// Over --max-seq-len: --truncation right cuts the long side (the pair is kept), drop leaves
+// the pair out; each is counted.
+TEST(PreferenceData, LongPairsAreCutOrDropped) {
+  models::ByteTokenizer tok;
+  TempFile f(R"({"prompt": "ab", "chosen": "c", "rejected": "dddddddd"})"
+             "\n"
+             R"({"prompt": "ab", "chosen": "c", "rejected": "d"})"
+             "\n");
+  models::DatasetOptions o;
+  o.max_seq_len = 6;  // bos a b + response + eos: 5 for the short sides, 12 for the long one
+  models::PreferenceStats stats;
+  std::vector<models::PreferencePair> pairs = models::load_preference_dataset(f.path, tok, o, &stats);
+  EXPECT_EQ(pairs.size(), 2u);
+  EXPECT_EQ(stats.truncated, 1);
+  EXPECT_EQ(stats.dropped, 0);
+  EXPECT_EQ(pairs[0].rejected.input_ids.size(), 6u);
+  o.truncation = models::Truncation::Drop;
+  stats = {};
+  pairs = models::load_preference_dataset(f.path, tok, o, &stats);
+  ASSERT_EQ(pairs.size(), 1u);
+  EXPECT_EQ(stats.truncated, 0);
+  EXPECT_EQ(stats.dropped, 1);
+  EXPECT_EQ(pairs[0].rejected.input_ids.size(), 5u);
+}
+
 TEST(PreferenceData, BadRecordsNameFileLineAndField) {
   models::ByteTokenizer tok;
   struct Case {

@@ -179,6 +179,8 @@ std::string metrics_text(const models::DpoMetrics& m) {
 RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
   validate(given);
   ENGINE_INPUT_CHECK(!given.packing, "--packing is not available with --method dpo (one pair side per row)");
+  ENGINE_INPUT_CHECK(!given.train_on_inputs, "--train-on-inputs does not apply to --method dpo: only response ",
+                     "tokens count in a pair's log-probability");
   // The memory plan of DPO (two rows per pair, the reference pass) before anything loads.
   const TrainOptions o = apply_memory_plan(given, log);  // tools/train/memory_plan.h
   validate(o);
@@ -215,7 +217,8 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
     pairs = models::load_preference_dataset(o.dataset, *tokenizer, dataset_options(o, source), &stats);
     log << "preference data " << o.dataset << ": " << stats.records << " records, " << stats.pairs
         << " pairs (" << stats.conversational << " conversational), " << stats.truncated
-        << " cut to --max-seq-len " << o.max_seq_len << ", " << stats.skipped
+        << " cut to --max-seq-len " << o.max_seq_len << ", " << stats.dropped << " dropped (--truncation drop), "
+        << stats.skipped
         << " skipped without a response token\n";
     ENGINE_INPUT_CHECK(o.eval_fraction == 0 || pairs.size() >= 2, o.dataset, ": holding out --eval-fraction ",
                        o.eval_fraction, " needs at least 2 pairs, the file has ", pairs.size());
