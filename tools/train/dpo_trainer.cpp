@@ -38,7 +38,7 @@
 #include "tools/train/run_config.h"
 #include "tools/train/run_metrics.h"
 #include "tools/train/run_output.h"
-#include "tools/train/stop_signal.h"
+#include "tools/train/run_state.h"
 
 namespace train {
 
@@ -320,51 +320,19 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
   summary.general_before = progress.general_before;
   summary.nonfinite_steps = progress.nonfinite_steps;
 
-  engine::Generator shuffle_gen(o.seed + 2);
-  shuffle_gen.advance(progress.shuffle_offset);
-  std::vector<int64_t>& order = progress.order;
-  int64_t& cursor = progress.cursor;
-  auto next_indices = [&](int64_t n) {
-    std::vector<int64_t> idx;
-    while (static_cast<int64_t>(idx.size()) < n) {
-      if (cursor == static_cast<int64_t>(order.size())) {  // new epoch: a fresh permutation
-        const std::vector<float> keys = engine::uniform({n_train}, 0, 1, shuffle_gen).to_floats();
-        order.resize(static_cast<size_t>(n_train));
-        std::iota(order.begin(), order.end(), 0);
-        std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
-        cursor = 0;
-      }
-      idx.push_back(order[static_cast<size_t>(cursor++)]);
-    }
-    return idx;
-  };
-
-  const auto t0 = std::chrono::steady_clock::now() -
-                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                      std::chrono::duration<double>(progress.train_seconds));
+  // The data order, the clock and the checkpoints, resumed where progress says
+  // (tools/train/run_state.h).
+  ResumableRun run(o, progress, n_train, total_steps);
   int64_t& nonfinite_in_a_row = progress.nonfinite_in_a_row;
   int64_t& tokens_seen = progress.tokens_seen;
-  // After each step: held-out evaluation every --eval-every steps, a checkpoint every
-  // --save-every steps, and on SIGINT/SIGTERM a checkpoint and a stop (as SFT).
-  StopSignals stop;
+  // After each step: held-out evaluation every --eval-every steps, then a checkpoint when due.
   auto after_step = [&](int64_t done) {
     progress.step = done;
     progress.nonfinite_steps = summary.nonfinite_steps;
     if (o.eval_every > 0 && done % o.eval_every == 0 && done != total_steps)
       write_eval(("after step " + std::to_string(done)).c_str(), done);
-    const bool stopping = stop.requested();
-    if (!stopping && !(o.save_every > 0 && done % o.save_every == 0)) return;
-    metrics.flush();
-    progress.shuffle_offset = shuffle_gen.offset();
-    progress.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const fs::path saved = save_checkpoint(o.output, {progress, identity, run_config, optimizer->state()}, model,
-                                           lora, loaded.base_name, metrics.partial_path(), o.save_total_limit);
-    metrics.write({{"event", "checkpoint"}, {"step", done}, {"path", saved.string()}});
-    log << "checkpoint after step " << done << " saved in " << saved.string() << "\n" << std::flush;
-    if (stopping)
-      throw engine::Error("stopped by " + std::string(stop.name()) + " after step " + std::to_string(done) + "/" +
-                          std::to_string(total_steps) + "; checkpoint saved in " + saved.string() +
-                          "; continue with --resume latest");
+    run.save_if_due(done, {identity, run_config, *optimizer, model, lora, loaded.base_name}, metrics,
+                    [&](const std::string& line) { log << line << "\n" << std::flush; });
   };
   for (int64_t step = progress.step; step < total_steps; ++step) {
     engine::NvtxRange step_range("step");
@@ -372,7 +340,7 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
     optimizer->set_lr(lr);
     models::DpoMetrics step_metrics;
     for (int64_t m = 0; m < o.grad_accum; ++m) {
-      const std::vector<int64_t> idx = next_indices(o.batch_size);
+      const std::vector<int64_t> idx = run.next_indices(o.batch_size);
       const int64_t b = static_cast<int64_t>(idx.size());
       models::Batch batch;
       {
@@ -413,7 +381,7 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
     }
     nonfinite_in_a_row = finite ? 0 : nonfinite_in_a_row + 1;
     summary.nonfinite_steps += !finite;
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double seconds = run.seconds();
     const MemorySample memory = sample_memory(device);
     nlohmann::json j = metrics_json(sm);
     j["event"] = "train";

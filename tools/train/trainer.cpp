@@ -43,6 +43,7 @@
 #include "tools/train/run_config.h"
 #include "tools/train/run_metrics.h"
 #include "tools/train/run_output.h"
+#include "tools/train/run_state.h"
 #include "tools/train/stop_signal.h"
 
 namespace train {
@@ -235,52 +236,22 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
   summary.general_before = progress.general_before;
   summary.nonfinite_steps = progress.nonfinite_steps;
 
-  // The data order: a fresh seeded permutation per epoch, resumed at the saved position.
-  engine::Generator shuffle_gen(o.seed + 2);
-  shuffle_gen.advance(progress.shuffle_offset);
-  auto next_indices = [&](int64_t n) {
-    std::vector<int64_t> idx;
-    while (static_cast<int64_t>(idx.size()) < n) {
-      if (progress.cursor == static_cast<int64_t>(progress.order.size())) {  // new epoch
-        std::vector<float> keys = engine::uniform({train_units}, 0, 1, shuffle_gen).to_floats();
-        progress.order.resize(static_cast<size_t>(train_units));
-        for (size_t i = 0; i < progress.order.size(); ++i) progress.order[i] = static_cast<int64_t>(i);
-        std::sort(progress.order.begin(), progress.order.end(),
-                  [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
-        progress.cursor = 0;
-      }
-      idx.push_back(progress.order[static_cast<size_t>(progress.cursor++)]);
-    }
-    return idx;
-  };
-
-  const auto t0 = std::chrono::steady_clock::now() -
-                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                      std::chrono::duration<double>(progress.train_seconds));
+  // The data order, the clock and the checkpoints, resumed where progress says
+  // (tools/train/run_state.h).
+  ResumableRun run(o, progress, train_units, total_steps);
+  auto next_indices = [&](int64_t n) { return run.next_indices(n); };
   int64_t& tokens_seen = progress.tokens_seen;
   int64_t& nonfinite_in_a_row = progress.nonfinite_in_a_row;
-  // After each step: evaluation every --eval-every steps, a checkpoint every --save-every
-  // steps, and on SIGINT/SIGTERM a checkpoint and a stop.
-  StopSignals stop;
   LossEma loss_ema;  // the smoothed loss the progress line shows
+  // After each step: evaluation every --eval-every steps, then a checkpoint when due.
   auto after_step = [&](int64_t done) {
     progress.step = done;
     progress.nonfinite_steps = summary.nonfinite_steps;
     if (o.eval_every > 0 && done % o.eval_every == 0 && done != total_steps && !split.eval.empty())
-      write_eval(("after step " + std::to_string(done)).c_str(), done, evaluate(model, split.eval, o.batch_size, mechanisms.tile_tokens));
-    const bool stopping = stop.requested();
-    if (!stopping && !(o.save_every > 0 && done % o.save_every == 0)) return;
-    metrics.flush();
-    progress.shuffle_offset = shuffle_gen.offset();
-    progress.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const fs::path saved = save_checkpoint(o.output, {progress, identity, run_config, optimizer->state()}, model,
-                                           lora, loaded.base_name, metrics.partial_path(), o.save_total_limit);
-    metrics.write({{"event", "checkpoint"}, {"step", done}, {"path", saved.string()}});
-    console.print("checkpoint after step " + std::to_string(done) + " saved in " + saved.string());
-    if (stopping)
-      throw engine::Error("stopped by " + std::string(stop.name()) + " after step " + std::to_string(done) + "/" +
-                          std::to_string(total_steps) + "; checkpoint saved in " + saved.string() +
-                          "; continue with --resume latest");
+      write_eval(("after step " + std::to_string(done)).c_str(), done,
+                 evaluate(model, split.eval, o.batch_size, mechanisms.tile_tokens));
+    run.save_if_due(done, {identity, run_config, *optimizer, model, lora, loaded.base_name}, metrics,
+                    [&](const std::string& line) { console.print(line); });
   };
   for (int64_t step = progress.step; step < total_steps; ++step) {
     engine::NvtxRange step_range("step");
@@ -340,7 +311,7 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
     }
     nonfinite_in_a_row = finite ? 0 : nonfinite_in_a_row + 1;
     summary.nonfinite_steps += !finite;
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double seconds = run.seconds();
     const MemorySample memory = sample_memory(device);
     // nlohmann writes a NaN or Inf as null.
     nlohmann::json train_line{{"event", "train"}, {"step", step + 1}, {"loss", step_loss}, {"lr", lr},
