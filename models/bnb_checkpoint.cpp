@@ -342,19 +342,7 @@ nlohmann::ordered_json quantization_config(bool double_quant, const std::string&
   return q;
 }
 
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  f << text;
-  f.close();
-  ENGINE_INPUT_CHECK(f.good(), path.string(), ": cannot write");
-}
 
-// Files that travel with the weights (tokenizer, chat template, generation defaults).
-constexpr const char* kCopiedFiles[] = {
-    "tokenizer.json",          "tokenizer_config.json", "special_tokens_map.json",
-    "tokenizer.model",         "added_tokens.json",     "vocab.json",
-    "merges.txt",              "generation_config.json", "chat_template.jinja",
-    "chat_template.json"};
 
 void write_into(const std::string& model_dir, const fs::path& tmp, const QuantizeOptions& o) {
   const std::string config_path = (fs::path(model_dir) / "config.json").string();
@@ -439,7 +427,7 @@ void write_into(const std::string& model_dir, const fs::path& tmp, const Quantiz
     nlohmann::ordered_json idx;
     idx["metadata"] = {{"total_size", total}};
     idx["weight_map"] = weight_map;
-    write_text(tmp / "model.safetensors.index.json", idx.dump(2) + "\n");
+    engine::io::write_file_atomic((tmp / "model.safetensors.index.json").string(), idx.dump(2) + "\n");
   }
 
   // 3. config.json with its quantization_config; the tokenizer and generation files.
@@ -450,11 +438,8 @@ void write_into(const std::string& model_dir, const fs::path& tmp, const Quantiz
     throw InputError(config_path + ": invalid JSON");  // load_hf_config accepted it: unreachable
   }
   cfg["quantization_config"] = quantization_config(true, dtype_name);
-  write_text(tmp / "config.json", cfg.dump(2) + "\n");
-  for (const char* f : kCopiedFiles) {
-    const fs::path src = fs::path(model_dir) / f;
-    if (fs::is_regular_file(src)) fs::copy_file(src, tmp / f);
-  }
+  engine::io::write_file_atomic((tmp / "config.json").string(), cfg.dump(2) + "\n");
+  models::copy_model_side_files(model_dir, tmp.string());
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -291,6 +292,18 @@ LlamaConfig load_hf_config(const std::string& path) {
   // A FIFO or device named config.json is refused rather than read (or waited on) forever.
   const std::string text = engine::io::read_small_file(path, kMaxConfigBytes);
   return ConfigReader(path, parse_config(path, text)).read();
+}
+
+void copy_model_side_files(const std::string& from, const std::string& to) {
+  namespace fs = std::filesystem;
+  static constexpr const char* kSideFiles[] = {
+      "tokenizer.json",    "tokenizer_config.json",  "special_tokens_map.json", "tokenizer.model",
+      "added_tokens.json", "vocab.json",             "merges.txt",              "generation_config.json",
+      "chat_template.jinja", "chat_template.json"};
+  for (const char* f : kSideFiles) {
+    const fs::path src = fs::path(from) / f;
+    if (fs::is_regular_file(src)) fs::copy_file(src, fs::path(to) / f);
+  }
 }
 
 }  // namespace models

@@ -27,4 +27,10 @@ namespace models {
 
 LlamaConfig load_hf_config(const std::string& path_to_config_json);
 
+// Copies the files that travel with a model's weights (tokenizer, chat template, generation
+// defaults: tokenizer.json, tokenizer_config.json, tokenizer.model, generation_config.json,
+// ...) that exist in `from` into `to` (train70b merge and quantize write new model
+// directories with them).
+void copy_model_side_files(const std::string& from, const std::string& to);
+
 }  // namespace models

@@ -297,18 +297,7 @@ std::vector<models::WeightSpec> output_order(const models::LlamaConfig& config) 
   return out;
 }
 
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  f << text;
-  f.close();
-  ENGINE_INPUT_CHECK(f.good(), path.string(), ": cannot write");
-}
 
-constexpr const char* kCopiedFiles[] = {
-    "tokenizer.json",          "tokenizer_config.json", "special_tokens_map.json",
-    "tokenizer.model",         "added_tokens.json",     "vocab.json",
-    "merges.txt",              "generation_config.json", "chat_template.jinja",
-    "chat_template.json"};
 
 void merge_into(const MergeOptions& o, const fs::path& tmp) {
   const std::string config_path = (fs::path(o.model_dir) / "config.json").string();
@@ -404,7 +393,7 @@ void merge_into(const MergeOptions& o, const fs::path& tmp) {
     idx["metadata"] = {{"total_size", total}};
     idx["weight_map"] = ojson::object();
     for (const auto& [name, file] : weight_map) idx["weight_map"][name] = file;
-    write_text(tmp / "model.safetensors.index.json", idx.dump(2) + "\n");
+    engine::io::write_file_atomic((tmp / "model.safetensors.index.json").string(), idx.dump(2) + "\n");
   }
 
   // 4. config.json: a plain bf16 model (no quantization_config); the other files as they are.
@@ -412,11 +401,8 @@ void merge_into(const MergeOptions& o, const fs::path& tmp) {
   cfg.erase("quantization_config");
   if (cfg.contains("torch_dtype")) cfg["torch_dtype"] = "bfloat16";
   if (cfg.contains("dtype") || !cfg.contains("torch_dtype")) cfg["dtype"] = "bfloat16";
-  write_text(tmp / "config.json", cfg.dump(2) + "\n");
-  for (const char* f : kCopiedFiles) {
-    const fs::path src = fs::path(o.model_dir) / f;
-    if (fs::is_regular_file(src)) fs::copy_file(src, tmp / f);
-  }
+  engine::io::write_file_atomic((tmp / "config.json").string(), cfg.dump(2) + "\n");
+  models::copy_model_side_files(o.model_dir, tmp.string());
   if (o.log)
     *o.log << "merge: " << merged << " linears merged (scaling " << adapter.scaling << ", r "
            << adapter.r << ")" << (bnb ? ", base dequantized from bitsandbytes 4-bit" : "")
