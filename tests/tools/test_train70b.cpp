@@ -205,6 +205,7 @@ TEST_F(Train70b, SizeFlagsAreBoundedBeforeAnyAllocation) {
   expect_one_line_error(run("--demo --epochs 9223372036854775807" + out), {"--epochs", "limit"});
   expect_one_line_error(run("--demo --max-steps 9223372036854775807" + out), {"--max-steps", "limit"});
   expect_one_line_error(run("--demo --lora-r 10000000" + out), {"--lora-r 10000000", "limit"});
+  expect_one_line_error(run("--demo --dataset data.jsonl" + out), {"--demo", "drop --dataset data.jsonl"});
   expect_one_line_error(run("--demo --max-seq-len 100000000000" + out), {"--max-seq-len", "limit"});
   // Relative to the model and the data: the HF model has hidden 32 and k/v width 16; the
   // dataset has 120 examples, 108 of them for training (--eval-fraction 0.1).

@@ -246,6 +246,8 @@ void validate(const TrainOptions& o) {
   ENGINE_INPUT_CHECK(o.dpo_loss == "sigmoid" || o.label_smoothing == 0,
                      "--label-smoothing applies to --loss sigmoid only");
   ENGINE_INPUT_CHECK(o.method == "dpo" || o.adapter.empty(), "--adapter needs --method dpo");
+  ENGINE_INPUT_CHECK(!o.demo || o.dataset.empty(), "--demo trains on its own generated task: drop --dataset ",
+                     o.dataset, " (or --demo)");
   if (!o.max_gpu_mem.empty()) parse_memory_size(o.max_gpu_mem, "--max-gpu-mem");
   const int64_t line_bytes = parse_memory_size(o.max_line_size, "--max-line-size");
   ENGINE_INPUT_CHECK(line_bytes > 0 && line_bytes <= (int64_t{4} << 30), "--max-line-size must be between 1 byte and ",
