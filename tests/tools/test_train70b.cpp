@@ -316,3 +316,32 @@ TEST_F(Train70b, NonFiniteStepsAreSkippedAndStopTheRun) {
   for (const std::string& n : adapter.names())
     for (float v : adapter.load(n).to_floats()) ASSERT_TRUE(std::isfinite(v)) << n;
 }
+
+// paged_adamw_8bit against 32-bit AdamW on the demo (issue 11): LoRA r 32, so that the
+// MLP factors (4,096 elements) keep 8-bit moments while the smaller ones stay fp32. The
+// stated margin: the 8-bit run's held-out loss within 2% of the 32-bit run's after 100 steps
+// (measured: 1.3138 against 1.3130, 0.06%).
+TEST_F(Train70b, EightBitOptimizerTrainsTheDemoWithinTwoPercentOfThirtyTwoBit) {
+  double loss[2] = {0, 0};
+  const char* optims[2] = {"adamw", "paged_adamw_8bit"};
+  for (int i = 0; i < 2; ++i) {
+    const std::string out = path(optims[i]);
+    const RunResult r = run("--demo --lora-r 32 --max-steps 100 --save-every 100 --log-every 1000 --optim " +
+                            std::string(optims[i]) + " --output " + out);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::ifstream metrics(fs::path(out) / "metrics.jsonl");
+    for (std::string line; std::getline(metrics, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j["event"] == "eval" && j["when"] == "after training") loss[i] = j["loss"].get<double>();
+    }
+    // The 8-bit run really keeps 8-bit moments (u8 codes in its checkpoint).
+    const engine::io::SafetensorsFile state(
+        (fs::path(out) / "checkpoints" / "checkpoint-100" / "optimizer.safetensors").string());
+    bool u8 = false;
+    for (const std::string& n : state.names()) u8 |= state.info(n).dtype_name == "U8";
+    EXPECT_EQ(u8, i == 1) << optims[i];
+  }
+  ASSERT_GT(loss[0], 0);
+  std::printf("[ measured ] held-out loss after 100 steps: adamw %.4f, paged_adamw_8bit %.4f\n", loss[0], loss[1]);
+  EXPECT_LE(std::fabs(loss[1] - loss[0]), 0.02 * loss[0]);
+}
