@@ -30,9 +30,10 @@ constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kPrefix = "checkpoint-";
 
 // Options that do not change what is trained: a resumed run may set them differently.
+// (max-line-size bounds how the data is read; the data fingerprint holds what was read.)
 constexpr const char* kFreeOnResume[] = {"output",       "log-every",           "eval-every",
                                          "save-every",   "save-total-limit",    "preview",
-                                         "general-eval", "forgetting-threshold"};
+                                         "general-eval", "forgetting-threshold", "max-line-size"};
 
 json eval_json(const EvalResult& r) { return {{"loss", r.loss}, {"accuracy", r.accuracy}, {"tokens", r.tokens}}; }
 EvalResult eval_from(const json& j) {
