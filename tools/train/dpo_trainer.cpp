@@ -185,10 +185,7 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
   const TrainOptions o = apply_memory_plan(given, log);  // tools/train/memory_plan.h
   validate(o);
   // 1. Everything the user gave is read and checked before any output exists.
-  check_output_writable(o.output);
-  check_output_is_ours(o.output);
-  clean_stale_temporaries(o.output, log);
-  const fs::path resume_dir = resume_point(o.resume, o.output);  // checkpoints/checkpoint-N, or empty
+  const fs::path resume_dir = prepare_output(o, log);  // checkpoints/checkpoint-N, or empty
   const ModelSource source = resolve_model(o);
   std::optional<models::PeftAdapter> adapter;
   if (!o.adapter.empty()) {
@@ -300,14 +297,7 @@ RunSummary run_dpo_training(const TrainOptions& given, std::ostream& log) {
   };
   TrainProgress progress;  // where the run stands: saved in checkpoints (tools/train/checkpoint.h)
   if (!resume_dir.empty()) {
-    std::string metrics_so_far;
-    CheckpointData checkpoint = load_checkpoint(resume_dir, identity, model, &metrics_so_far);
-    check_resume_position(checkpoint.progress, n_train, total_steps, resume_dir);
-    optimizer->load_state(checkpoint.optimizer);
-    progress = std::move(checkpoint.progress);
-    metrics.write_raw(metrics_so_far);
-    metrics.write({{"event", "resumed"}, {"step", progress.step}, {"checkpoint", resume_dir.string()}});
-    log << "resumed from " << resume_dir.string() << " after step " << progress.step << "/" << total_steps << "\n";
+    progress = resume_from(resume_dir, identity, model, *optimizer, n_train, total_steps, metrics, log);
   } else {
     progress.before = write_eval("before training", 0);
     if (!general.empty()) {

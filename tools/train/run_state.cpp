@@ -5,10 +5,31 @@
 #include <numeric>
 
 #include "engine/error.h"
+#include "tools/train/run_output.h"
 
 namespace train {
 
 namespace fs = std::filesystem;
+
+fs::path prepare_output(const TrainOptions& o, std::ostream& log) {
+  check_output_writable(o.output);
+  check_output_is_ours(o.output);
+  clean_stale_temporaries(o.output, log);
+  return resume_point(o.resume, o.output);
+}
+
+TrainProgress resume_from(const fs::path& dir, const nlohmann::json& identity, models::LlamaModel& model,
+                          engine::optim::Optimizer& optimizer, int64_t train_units, int64_t total_steps,
+                          RunMetrics& metrics, std::ostream& log) {
+  std::string metrics_so_far;
+  CheckpointData checkpoint = load_checkpoint(dir, identity, model, &metrics_so_far);
+  check_resume_position(checkpoint.progress, train_units, total_steps, dir);
+  optimizer.load_state(checkpoint.optimizer);
+  metrics.write_raw(metrics_so_far);
+  metrics.write({{"event", "resumed"}, {"step", checkpoint.progress.step}, {"checkpoint", dir.string()}});
+  log << "resumed from " << dir.string() << " after step " << checkpoint.progress.step << "/" << total_steps << "\n";
+  return std::move(checkpoint.progress);
+}
 
 ResumableRun::ResumableRun(const TrainOptions& options, TrainProgress& progress, int64_t train_units,
                            int64_t total_steps)

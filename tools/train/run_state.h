@@ -4,8 +4,10 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,18 @@ struct CheckpointContent {
   const models::LoraConfig& lora;
   const std::string& base_name;
 };
+
+// --output before anything is read or loaded: writable, written by train70b (or new), what
+// killed runs left cleaned; returns the checkpoint --resume names (empty for a new run,
+// refusing an output that holds an earlier run's checkpoints).
+std::filesystem::path prepare_output(const TrainOptions& o, std::ostream& log);
+
+// --resume: the checkpoint in `dir` checked against `identity` and this run's size, the
+// LoRA factors and the optimizer state loaded, the metrics so far and a "resumed" event
+// written, a line on `log`. Returns the position to continue from.
+TrainProgress resume_from(const std::filesystem::path& dir, const nlohmann::json& identity,
+                          models::LlamaModel& model, engine::optim::Optimizer& optimizer, int64_t train_units,
+                          int64_t total_steps, RunMetrics& metrics, std::ostream& log);
 
 class ResumableRun {
  public:

@@ -92,10 +92,7 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
   validate(o);
   // 1. Everything the user gave is read and checked before any output exists; the flags,
   // the output directory, the config and the data before the weights load (minutes for 70B).
-  check_output_writable(o.output);
-  check_output_is_ours(o.output);
-  clean_stale_temporaries(o.output, log);
-  const fs::path resume_dir = resume_point(o.resume, o.output);  // checkpoints/checkpoint-N, or empty
+  const fs::path resume_dir = prepare_output(o, log);  // checkpoints/checkpoint-N, or empty
   const ModelSource source = resolve_model(o);
   check_lora_rank(o, source.config);
   const std::unique_ptr<models::Tokenizer> tokenizer = make_tokenizer(source);
@@ -210,15 +207,8 @@ RunSummary run_training(const TrainOptions& given, std::ostream& log) {
 
   TrainProgress progress;
   if (!resume_dir.empty()) {
-    std::string metrics_so_far;
-    CheckpointData checkpoint = load_checkpoint(resume_dir, identity, model, &metrics_so_far);
-    check_resume_position(checkpoint.progress, train_units, total_steps, resume_dir);
-    optimizer->load_state(checkpoint.optimizer);
-    progress = std::move(checkpoint.progress);
-    metrics.write_raw(metrics_so_far);
-    metrics.write({{"event", "resumed"}, {"step", progress.step}, {"checkpoint", resume_dir.string()}});
+    progress = resume_from(resume_dir, identity, model, *optimizer, train_units, total_steps, metrics, log);
     summary.resumed_from = progress.step;
-    log << "resumed from " << resume_dir.string() << " after step " << progress.step << "/" << total_steps << "\n";
   } else {
     if (o.packing)
       metrics.write({{"event", "packing"}, {"examples", split.train.size()}, {"sequences", packed_rows.size()},
